@@ -1,0 +1,200 @@
+"""The exceptions prefect-omnihuman raises, as one tree callers can catch from.
+
+```
+OmniHumanError
+├── InputError                    bad input, found before any credit is spent
+│   ├── InvalidImageError
+│   ├── InvalidAudioError
+│   └── StagingRequiredError      a local file the API cannot fetch without staging
+├── ApiError                      the API answered with an error status
+│   ├── AuthenticationError       401: missing or wrong API key
+│   ├── InsufficientCreditsError  403: the account is out of credits or not allowed
+│   ├── NotFoundError             404: unknown generation id or route
+│   ├── InvalidRequestError       400/422: the API rejected the request (its message kept)
+│   ├── RateLimitError            429: too many requests or generations (retry_after kept)
+│   └── ServerError               5xx
+├── TransportError                the request never got an answer (refused, dropped, timed out)
+├── AmbiguousSubmissionError      a POST failed after it was sent: it may have been accepted
+├── GenerationFailedError         a generation ended in status `error`
+├── GenerationTimeoutError        waiting for a generation took longer than allowed
+├── ResultExpiredError            the temporary video URL no longer serves the video
+└── InvalidVideoError             the downloaded file is not a playable video
+```
+
+No exception text ever contains the API key: messages are built from the server's
+answer and our own words only, never from request headers.
+"""
+
+from __future__ import annotations
+
+
+class OmniHumanError(Exception):
+    """Base class of every error raised by prefect-omnihuman."""
+
+
+class InputError(OmniHumanError, ValueError):
+    """An input is unusable; raised before anything is submitted or paid for.
+
+    Attributes:
+        source: The file or URL at fault, as the user gave it.
+        fix: What to do about it.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, fix: str | None = None):
+        self.source = source
+        self.fix = fix
+        text = f"{source}: {message}" if source else message
+        if fix:
+            text = f"{text} Fix: {fix}"
+        super().__init__(text)
+
+
+class InvalidImageError(InputError):
+    """The portrait image cannot be decoded or is unsuitable."""
+
+
+class InvalidAudioError(InputError):
+    """The voice track cannot be decoded, is empty, or is too long."""
+
+
+class StagingRequiredError(InputError):
+    """A local file has to be uploaded somewhere the API can fetch it from."""
+
+
+class ApiError(OmniHumanError):
+    """The AI/ML API answered with an error status.
+
+    Attributes:
+        status_code: The HTTP status.
+        message: The server's own message, as readable as the payload allowed.
+        request_id: The server's request id, when it sent one.
+        retry_after: Seconds the server asked us to wait (`Retry-After`), when it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ):
+        self.status_code = status_code
+        self.message = message
+        self.request_id = request_id
+        self.retry_after = retry_after
+        suffix = f" (request id {request_id})" if request_id else ""
+        super().__init__(f"HTTP {status_code}: {message}{suffix}")
+
+
+class AuthenticationError(ApiError):
+    """401: the API key is missing, wrong or revoked. Not retried."""
+
+
+class InsufficientCreditsError(ApiError):
+    """403: the account cannot pay for this generation. Not retried."""
+
+
+class NotFoundError(ApiError):
+    """404: the generation id or route is unknown. Not retried."""
+
+
+class InvalidRequestError(ApiError):
+    """400/422: the API rejected the request itself. Not retried."""
+
+
+class RateLimitError(ApiError):
+    """429: too many requests or concurrent generations. Retried after `retry_after`."""
+
+
+class ServerError(ApiError):
+    """5xx: the service failed. Retried where that cannot submit twice."""
+
+
+class TransportError(OmniHumanError):
+    """The request got no HTTP answer: connection refused or dropped, or a timeout.
+
+    Attributes:
+        sent: Whether the request may have reached the server.
+    """
+
+    def __init__(self, message: str, *, sent: bool):
+        self.sent = sent
+        super().__init__(message)
+
+
+class AmbiguousSubmissionError(OmniHumanError):
+    """A submission failed after its body was sent, so it may have been accepted.
+
+    Retrying could pay for the same video twice, so it is never retried
+    automatically. Check the AI/ML API dashboard for a generation made at
+    that time before submitting again (`force_new=True`).
+
+    Attributes:
+        cause: What happened (status code or transport failure).
+    """
+
+    def __init__(self, cause: str):
+        self.cause = cause
+        super().__init__(
+            f"The submission may have been accepted and charged, but no answer came back "
+            f"({cause}). It was not retried, so as not to pay twice. Check the AI/ML API "
+            f"dashboard for a generation started at this time before submitting again; "
+            f"to submit anyway, re-run with force_new=True."
+        )
+
+
+class GenerationFailedError(OmniHumanError):
+    """The generation ended in status `error`. Not retried: the same inputs fail again.
+
+    Attributes:
+        generation_id: The failed generation's id.
+        message: The API's error message.
+    """
+
+    def __init__(self, generation_id: str, message: str):
+        self.generation_id = generation_id
+        self.message = message
+        super().__init__(f"Generation {generation_id} failed: {message}")
+
+
+class GenerationTimeoutError(OmniHumanError):
+    """Waiting for a generation exceeded the allowed time; the generation may still finish.
+
+    Attributes:
+        generation_id: The id to resume from (re-running the flow resumes it).
+        waited: Seconds waited.
+        last_status: The last status the API reported.
+    """
+
+    def __init__(self, generation_id: str, waited: float, last_status: str):
+        self.generation_id = generation_id
+        self.waited = waited
+        self.last_status = last_status
+        super().__init__(
+            f"Generation {generation_id} was still {last_status!r} after {waited:.0f} s. "
+            f"It may still finish: re-run the same flow to resume waiting (no new charge), "
+            f"or raise the timeout."
+        )
+
+
+class ResultExpiredError(OmniHumanError):
+    """The temporary video URL expired before the video was stored.
+
+    Attributes:
+        generation_id: The generation whose video URL expired.
+    """
+
+    def __init__(self, generation_id: str, status_code: int | None = None):
+        self.generation_id = generation_id
+        self.status_code = status_code
+        got = f" (HTTP {status_code})" if status_code else ""
+        super().__init__(
+            f"The video URL of generation {generation_id} no longer serves the video{got}: "
+            f"the API's result links are temporary. Poll the generation again for a fresh "
+            f"URL (re-running the flow does this without a new charge)."
+        )
+
+
+class InvalidVideoError(OmniHumanError):
+    """A downloaded result is not a playable MP4 with video and audio."""
