@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -420,6 +421,21 @@ class OmniHumanClient(_Protocol):
         except httpx.TransportError as exc:
             raise transport_error(exc) from None
 
+    def download(self, generation: Generation, path: str | os.PathLike[str]) -> int:
+        """Write a completed generation's video to a local file; return its size.
+
+        Streams in bounded memory. A dropped connection or 5xx restarts the download
+        (per the retry policy); an expired URL raises `ResultExpiredError` at once.
+        """
+
+        def fetch() -> int:
+            with self.stream_video(generation) as chunks, open(path, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                return handle.tell()
+
+        return self._retrying(f"Download of {generation.id}", fetch, is_transient)
+
 
 class AsyncOmniHumanClient(_Protocol):
     """Asynchronous twin of `OmniHumanClient`, with the same methods as coroutines.
@@ -550,3 +566,15 @@ class AsyncOmniHumanClient(_Protocol):
                 yield response.aiter_bytes(chunk_bytes)
         except httpx.TransportError as exc:
             raise transport_error(exc) from None
+
+    async def download(self, generation: Generation, path: str | os.PathLike[str]) -> int:
+        """Write a completed generation's video to a local file; see `OmniHumanClient.download`."""
+
+        async def fetch() -> int:
+            async with self.stream_video(generation) as chunks:
+                with open(path, "wb") as handle:
+                    async for chunk in chunks:
+                        handle.write(chunk)
+                    return handle.tell()
+
+        return await self._retrying(f"Download of {generation.id}", fetch, is_transient)

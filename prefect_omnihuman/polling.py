@@ -8,11 +8,10 @@ about `min_interval` of happening at a fraction of a fixed poller's requests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import BaseModel, ConfigDict
 
 
-@dataclass(frozen=True)
-class PollSchedule:
+class PollSchedule(BaseModel):
     """Delays between status checks of one generation.
 
     Attributes:
@@ -29,6 +28,8 @@ class PollSchedule:
         delay = schedule.next_delay(elapsed=12.0, expected=40.0)
         ```
     """
+
+    model_config = ConfigDict(frozen=True)
 
     min_interval: float = 1.0
     max_interval: float = 30.0

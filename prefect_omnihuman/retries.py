@@ -89,7 +89,7 @@ class RetryPolicy:
             # A little jitter on top, so clients told the same moment do not all return at once.
             wait = min(float(retry_after), self.max_retry_after)
             return wait * (1 + random.random() * 0.1)
-        backoff = min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempt - 1))
         return backoff * (1 - self.jitter) + backoff * self.jitter * random.random()
 
 

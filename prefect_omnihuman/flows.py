@@ -1,0 +1,197 @@
+"""The reusable flow: one portrait and one voice track in, one stored talking video out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from prefect import flow
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.logging import get_run_logger
+
+from .client import DEFAULT_WAIT_TIMEOUT
+from .credentials import AimlApiCredentials
+from .errors import InputError
+from .models import DEFAULT_MODEL, VideoGenerationRequest
+from .polling import PollSchedule
+from .results import OmniHumanResult, SubmittedGeneration, generation_fingerprint
+from .storage import MediaStorage, Source, exists, is_local
+from .tasks import download_video, poll_generation, submit_generation, upload_asset, validate_inputs
+
+
+def resolve_credentials(credentials: AimlApiCredentials | str | None) -> AimlApiCredentials:
+    """A credentials block, loading it by name when given a string."""
+    if isinstance(credentials, AimlApiCredentials):
+        return credentials
+    if isinstance(credentials, str) and credentials:
+        loaded: AimlApiCredentials = AimlApiCredentials.load(credentials)  # type: ignore[assignment]
+        return loaded
+    raise InputError(
+        "no AI/ML API credentials given",
+        fix="pass credentials=AimlApiCredentials(api_key=...), the name of a saved "
+        "AimlApiCredentials block, or AimlApiCredentials.from_env()",
+    )
+
+
+def resolve_storage(storage: MediaStorage | str | None) -> MediaStorage | None:
+    """A storage block, loading it by name when given a string."""
+    if isinstance(storage, str) and storage:
+        loaded: MediaStorage = MediaStorage.load(storage)  # type: ignore[assignment]
+        return loaded
+    return storage if isinstance(storage, MediaStorage) else None
+
+
+def _link(location: str) -> str:
+    return Path(location).resolve().as_uri() if is_local(location) else location
+
+
+def _report(result: OmniHumanResult) -> str:
+    rows = "\n".join(f"| {step} | {seconds:.2f} s |" for step, seconds in result.timings.items())
+    credits = "n/a" if result.credits_used is None else f"{result.credits_used:g}"
+    return (
+        f"# OmniHuman video\n\n"
+        f"- **Generation id**: `{result.generation_id}`\n"
+        f"- **Stored at**: `{result.location}`\n"
+        f"- **Duration**: {result.duration:.2f} s, {result.size_bytes / 1e6:.2f} MB\n"
+        f"- **Credits used**: {credits}\n"
+        f"- **Model**: `{result.model}`\n"
+        f"- **Reused an earlier generation**: {'yes' if result.reused else 'no'}\n\n"
+        f"| Step | Time |\n|---|---|\n{rows}\n"
+    )
+
+
+@flow(name="omnihuman-video")
+def omnihuman_video(
+    image: str | Path | bytes,
+    audio: str | Path | bytes,
+    destination: str | None = None,
+    credentials: AimlApiCredentials | str | None = None,
+    storage: MediaStorage | str | None = None,
+    model: str = DEFAULT_MODEL,
+    model_params: dict[str, Any] | None = None,
+    force_new: bool = False,
+    timeout: float = DEFAULT_WAIT_TIMEOUT,
+    polling: PollSchedule | None = None,
+) -> OmniHumanResult:
+    """Turn a portrait and a voice track into a stored, lip-synced talking video.
+
+    Validates both inputs (before any credit is spent), stages them where the API
+    can fetch them, submits once, polls adaptively and streams the video to
+    `destination`. Re-running with the same inputs reconnects to the generation
+    already paid for (or returns the stored video) unless `force_new=True`.
+
+    Args:
+        image: Portrait: local path, bytes, fsspec URL (s3://...) or http(s) URL.
+        audio: Voice track under 30 s, in the same forms.
+        destination: Path or fsspec URL for the MP4; defaults to `videos/` in `storage`.
+        credentials: An `AimlApiCredentials` block or a saved block's name.
+        storage: A `MediaStorage` block (or its name) to stage local inputs and deliver to.
+        model: The video model.
+        model_params: Extra request fields passed to the API unchanged.
+        force_new: Pay for a new generation even if these inputs were generated before.
+        timeout: Seconds to wait for the generation before `GenerationTimeoutError`.
+        polling: How often to check on the generation (the default adapts to the job).
+
+    Example:
+        ```python
+        from prefect import flow
+        from prefect_omnihuman import AimlApiCredentials, omnihuman_video
+
+        @flow
+        def welcome_video():
+            return omnihuman_video(
+                image="s3://assets/faces/ada.png",
+                audio="s3://assets/voices/welcome.mp3",
+                destination="s3://videos/welcome.mp4",
+                credentials=AimlApiCredentials.load("BLOCK_NAME"),
+            )
+        ```
+    """
+    logger = get_run_logger()
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(step: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[step] = round(now - since, 3)
+        return now
+
+    creds = resolve_credentials(credentials)
+    store = resolve_storage(storage)
+    params = dict(model_params or {})
+    image_source: Source = image
+    audio_source: Source = audio
+
+    checked = validate_inputs(image_source, audio_source, store)
+    fingerprint = generation_fingerprint(
+        checked, model=model, params=params, service=creds.base_url
+    )
+    if destination is None:
+        if store is None:
+            raise InputError(
+                "no destination for the video",
+                fix="pass destination='out.mp4' (or an fsspec URL), or a storage block",
+            )
+        destination = store.url_for(f"videos/{fingerprint[:24]}.mp4")
+    mark = lap("validate", started)
+
+    image_asset = upload_asset(image_source, store, "image")
+    audio_asset = upload_asset(audio_source, store, "audio")
+    mark = lap("upload", mark)
+
+    request = VideoGenerationRequest(
+        model=model, image_url=image_asset.url, audio_url=audio_asset.url, **params
+    )
+    submit = submit_generation.with_options(refresh_cache=True) if force_new else submit_generation
+    state = submit(request, creds, fingerprint, checked.audio.duration, return_state=True)
+    submitted = state.result()
+    reused = state.is_completed() and state.name == "Cached"
+    if reused:
+        logger.info("Reconnected to generation %s (no new charge)", submitted.generation.id)
+    mark = lap("submit", mark)
+
+    # An async task: submitted to the task runner so this sync flow can wait on it.
+    completed = cast(
+        SubmittedGeneration, poll_generation.submit(submitted, creds, timeout, polling).result()
+    )
+    mark = lap("wait", mark)
+
+    delivered = download_video(completed, destination, creds, store)
+    options = store.options_for(destination) if store else None
+    if not exists(delivered.location, options):
+        logger.info("The recorded video at %s is gone; downloading it again", destination)
+        delivered = download_video.with_options(refresh_cache=True)(
+            completed, destination, creds, store
+        )
+    lap("download", mark)
+    timings["total"] = round(time.perf_counter() - started, 3)
+
+    generation = completed.generation
+    result = OmniHumanResult(
+        generation_id=generation.id,
+        location=delivered.location,
+        source_url=generation.video_url,
+        duration=delivered.duration,
+        size_bytes=delivered.size_bytes,
+        credits_used=generation.credits_used or submitted.generation.credits_used,
+        model=model,
+        fingerprint=fingerprint,
+        reused=reused,
+        timings=timings,
+    )
+    create_link_artifact(
+        link=_link(result.location),
+        link_text=Path(result.location).name,
+        description=f"OmniHuman video of generation {result.generation_id}",
+    )
+    create_markdown_artifact(
+        markdown=_report(result), description=f"OmniHuman generation {result.generation_id}"
+    )
+    logger.info(
+        "Video of generation %s stored at %s (%.2f s)",
+        result.generation_id,
+        result.location,
+        result.duration,
+    )
+    return result

@@ -1,0 +1,107 @@
+"""What the tasks and the flow return: small pydantic records that persist as JSON.
+
+None of them holds a secret: no API key, no storage credentials, no presigned URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .models import Generation
+
+
+class MediaCheck(BaseModel):
+    """One validated input file."""
+
+    source: str = Field(description="The input as named by the user (URL without query).")
+    sha256: str = Field(description="Content hash; identical bytes share it.")
+    size_bytes: int
+    kind: str = Field(description="'image' or 'audio'.")
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = Field(default=None, description="Seconds, for audio.")
+
+
+class CheckedInputs(BaseModel):
+    """The image and audio after validation, ready to be staged and paid for."""
+
+    image: MediaCheck
+    audio: MediaCheck
+
+
+def generation_fingerprint(
+    inputs: CheckedInputs, *, model: str, params: dict[str, Any], service: str
+) -> str:
+    """The identity of a paid generation: input contents, model, parameters, service.
+
+    Credentials are deliberately left out; the service URL is in, because a
+    generation id from one service (an emulator, say) means nothing to another.
+    """
+    identity = {
+        "image": inputs.image.sha256,
+        "audio": inputs.audio.sha256,
+        "model": model,
+        "params": params,
+        "service": service.rstrip("/"),
+    }
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+class StagedAsset(BaseModel):
+    """An input the API can fetch: its URL is kept out of logs and persisted results."""
+
+    url: str = Field(repr=False, description="URL for the API (may be presigned).")
+    location: str | None = Field(default=None, description="Where it was staged, if copied.")
+    uploaded: bool = False
+
+
+class SubmittedGeneration(BaseModel):
+    """A paid generation, persisted so re-runs reconnect to it instead of paying again."""
+
+    generation: Generation
+    fingerprint: str
+    submitted_at: float = Field(description="Epoch seconds when it was accepted.")
+    audio_seconds: float | None = None
+
+
+class DeliveredVideo(BaseModel):
+    """A finished video at its destination, checked to be playable."""
+
+    generation_id: str
+    location: str
+    size_bytes: int
+    duration: float
+    width: int
+    height: int
+
+
+class OmniHumanResult(BaseModel):
+    """What `omnihuman_video` returns: where the video is and what it cost.
+
+    Example:
+        ```python
+        result = omnihuman_video(image="face.png", audio="voice.mp3", destination="out.mp4", ...)
+        print(result.location, result.generation_id, result.credits_used)
+        ```
+    """
+
+    generation_id: str
+    location: str = Field(description="Where the video is stored (path or fsspec URL).")
+    source_url: str | None = Field(
+        default=None, description="The API's temporary video URL (expires)."
+    )
+    duration: float = Field(description="Video duration in seconds.")
+    size_bytes: int
+    credits_used: float | None = Field(
+        default=None, description="Credits (or tokens) the API reported."
+    )
+    model: str
+    fingerprint: str = Field(description="Identity of the inputs, model and parameters.")
+    reused: bool = Field(description="True when no new generation was paid for.")
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per step.")

@@ -1,0 +1,341 @@
+"""Staging inputs where the API can fetch them, and delivering videos, through fsspec.
+
+Any fsspec URL works: local paths, `s3://` (s3fs), `memory://`, or whatever
+protocol the user installed. Staging is content-addressed, so the same bytes are
+uploaded once; delivery is atomic, so a destination holds a whole video or nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import tempfile
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote, urlparse
+
+import fsspec
+import httpx
+from prefect.blocks.core import Block
+from prefect.types import SecretDict
+from pydantic import Field
+
+from .errors import InputError, StagingRequiredError
+
+DOCUMENTATION_URL = "https://filesystem-spec.readthedocs.io/en/latest/"
+#: Inputs larger than this are refused before anything is read into memory.
+MAX_INPUT_BYTES = 100 * 1024 * 1024
+SIGNABLE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs"})
+
+Source = str | os.PathLike[str] | bytes
+
+
+class MediaStorage(Block):
+    """Where input files are staged for the API and finished videos are delivered.
+
+    `base_url` is any fsspec URL. The API fetches staged inputs over HTTP: objects
+    in S3-like stores get presigned URLs; for other stores, set `public_base_url`
+    to the HTTP address that serves `base_url`.
+
+    Example:
+        ```python
+        from prefect_omnihuman import MediaStorage
+
+        storage = MediaStorage.load("BLOCK_NAME")
+        url = storage.url_for("videos/intro.mp4")
+        ```
+    """
+
+    _block_type_name: ClassVar[str] = "OmniHuman Media Storage"
+    _block_type_slug: ClassVar[str] = "omnihuman-media-storage"
+    _documentation_url: ClassVar[Any] = DOCUMENTATION_URL
+
+    base_url: str = Field(
+        default=...,
+        description="fsspec URL of the folder, e.g. s3://bucket/omnihuman or /data/media.",
+    )
+    storage_options: SecretDict = Field(
+        default_factory=lambda: SecretDict({}),
+        description="Options for the fsspec filesystem (credentials, endpoint_url); kept secret.",
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="HTTP URL that serves base_url, for stores that cannot presign URLs.",
+    )
+    presign_expiry_seconds: int = Field(
+        default=3600,
+        gt=0,
+        description="How long presigned URLs of staged inputs stay valid, in seconds.",
+    )
+
+    def options(self) -> dict[str, Any]:
+        """The fsspec storage options, secrets included (never log them)."""
+        value = self.storage_options.get_secret_value()
+        return dict(value) if isinstance(value, dict) else {}
+
+    def url_for(self, relative: str) -> str:
+        """The fsspec URL of `relative` under this storage's base URL."""
+        return f"{self.base_url.rstrip('/')}/{relative.lstrip('/')}"
+
+    def options_for(self, url: str) -> dict[str, Any]:
+        """Storage options for `url`: this block's when the protocols match, else none."""
+        return self.options() if protocol_of(url) == protocol_of(self.base_url) else {}
+
+
+def protocol_of(url: str) -> str:
+    """The fsspec protocol of a URL or path ("file" for local paths)."""
+    if is_local(url):
+        return "file"
+    return url.split("://", 1)[0].lower()
+
+
+def is_http(source: object) -> bool:
+    """Whether the source is an http(s) URL, which the API fetches as it is."""
+    return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
+
+
+def is_local(source: object) -> bool:
+    """Whether the source names a file on this machine."""
+    if isinstance(source, os.PathLike):
+        return True
+    if not isinstance(source, str):
+        return False
+    return source.startswith("file://") or "://" not in source
+
+
+def display_name(source: Source) -> str:
+    """How to name a source in messages: its path or URL without query (signatures)."""
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    text = os.fspath(source)
+    return text.split("?", 1)[0] if "://" in text else text
+
+
+def filesystem(url: str, options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem and the path within it for a URL or local path."""
+    fs, path = fsspec.core.url_to_fs(url, **(options or {}))
+    return fs, path
+
+
+def read_source(source: Source, *, options: dict[str, Any] | None = None) -> bytes:
+    """The bytes of a local file, an fsspec URL or an http(s) URL, as an `InputError` if not."""
+    if isinstance(source, bytes):
+        return source
+    name = display_name(source)
+    text = os.fspath(source)
+    try:
+        if is_http(text):
+            return _download_input(text, name)
+        fs, path = filesystem(text, options)
+        size = fs.size(path)
+        if size is not None and size > MAX_INPUT_BYTES:
+            raise InputError(
+                f"the file is {size / 1e6:.0f} MB, more than this integration accepts "
+                f"({MAX_INPUT_BYTES / 1e6:.0f} MB)",
+                source=name,
+                fix="compress or shorten it first",
+            )
+        data: bytes = fs.cat_file(path)
+        return data
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError("no such file", source=name, fix="check the path or URL") from None
+    except PermissionError as exc:
+        raise InputError(
+            f"not allowed to read it ({exc.strerror or exc})",
+            source=name,
+            fix="check the file's permissions or the storage credentials",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"could not read it ({type(exc).__name__}: {exc})",
+            source=name,
+            fix="check the path, the bucket and the storage credentials",
+        ) from None
+
+
+def _download_input(url: str, name: str) -> bytes:
+    try:
+        with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
+            if not response.is_success:
+                raise InputError(
+                    f"the server answered HTTP {response.status_code}",
+                    source=name,
+                    fix="check that the URL is public and still valid",
+                )
+            chunks: list[bytes] = []
+            total = 0
+            for chunk in response.iter_bytes():
+                total += len(chunk)
+                if total > MAX_INPUT_BYTES:
+                    raise InputError(
+                        "the file is larger than this integration accepts",
+                        source=name,
+                        fix="compress or shorten it first",
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except httpx.HTTPError as exc:
+        raise InputError(
+            f"could not download it ({type(exc).__name__})",
+            source=name,
+            fix="check the URL and that this machine can reach it",
+        ) from None
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of some bytes, in hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def suffix_of(source: Source, default: str = "") -> str:
+    """The file extension of a source (lower case, with the dot), or `default`."""
+    if isinstance(source, bytes):
+        return default
+    path = urlparse(os.fspath(source)).path if "://" in os.fspath(source) else os.fspath(source)
+    suffix = Path(path).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else default
+
+
+@dataclass(frozen=True)
+class StagedObject:
+    """An input placed where the API can fetch it.
+
+    Attributes:
+        location: Where it is stored (fsspec URL).
+        url: The URL to give the API (presigned or public).
+        uploaded: False when the same bytes were already there.
+    """
+
+    location: str
+    url: str
+    uploaded: bool
+
+
+def fetchable_url(url: str, storage: MediaStorage | None, *, expiry: int | None = None) -> str:
+    """An http(s) URL from which the API can read the object at fsspec `url`."""
+    if is_http(url):
+        return url
+    if storage and storage.public_base_url and url.startswith(storage.base_url.rstrip("/")):
+        relative = url[len(storage.base_url.rstrip("/")) :].lstrip("/")
+        return f"{storage.public_base_url.rstrip('/')}/{quote(relative)}"
+    protocol = protocol_of(url)
+    if protocol in SIGNABLE_PROTOCOLS:
+        options = storage.options_for(url) if storage else {}
+        fs, path = filesystem(url, options)
+        seconds = expiry or (storage.presign_expiry_seconds if storage else 3600)
+        signed: str = fs.sign(path, expiration=seconds)
+        return signed
+    raise StagingRequiredError(
+        f"the API cannot fetch {protocol}:// objects",
+        source=display_name(url),
+        fix="stage inputs in S3 (MediaStorage with an s3:// base_url) or set the storage "
+        "block's public_base_url to the HTTP address that serves it",
+    )
+
+
+def stage_bytes(data: bytes, storage: MediaStorage, *, suffix: str) -> StagedObject:
+    """Upload bytes under a content-addressed key (once), and return a fetchable URL."""
+    digest = sha256_hex(data)
+    location = storage.url_for(f"inputs/{digest[:2]}/{digest}{suffix}")
+    fs, path = filesystem(location, storage.options_for(location))
+    uploaded = False
+    if not (fs.exists(path) and fs.size(path) == len(data)):
+        with suppress(FileExistsError, NotImplementedError):
+            fs.makedirs(fs._parent(path), exist_ok=True)
+        fs.pipe_file(path, data)
+        uploaded = True
+    return StagedObject(location=location, url=fetchable_url(location, storage), uploaded=uploaded)
+
+
+def deliver_file(local_file: Path, destination: str, options: dict[str, Any] | None = None) -> None:
+    """Move a finished local file to `destination` so it appears whole or not at all."""
+    if is_local(destination):
+        target = Path(destination.removeprefix("file://")).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local_file, target)
+        return
+    fs, path = filesystem(destination, options)
+    with suppress(FileExistsError, NotImplementedError):
+        fs.makedirs(fs._parent(path), exist_ok=True)
+    # Object stores publish an upload only when it completes, so a put is atomic there.
+    fs.put_file(str(local_file), path)
+    local_file.unlink(missing_ok=True)
+
+
+def spool_file_for(destination: str) -> Path:
+    """A temporary file to download into before delivery: beside a local destination
+    (so the final rename is atomic), in the temp folder otherwise."""
+    if is_local(destination):
+        target = Path(destination.removeprefix("file://")).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder = target.parent
+        prefix = f".{target.name}."
+    else:
+        folder = Path(tempfile.gettempdir())
+        prefix = "omnihuman-"
+    handle, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
+    os.close(handle)
+    return Path(name)
+
+
+def exists(destination: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether a file is present at a local path or fsspec URL."""
+    fs, path = filesystem(destination, options)
+    return bool(fs.exists(path))
+
+
+def size_of(destination: str, options: dict[str, Any] | None = None) -> int:
+    """The size in bytes of the file at a local path or fsspec URL."""
+    fs, path = filesystem(destination, options)
+    return int(fs.size(path))
+
+
+def image_data_uri(data: bytes, suffix: str) -> str:
+    """An image as a base64 data URI, which the API accepts in place of an image URL."""
+    mime = {".png": "image/png", ".webp": "image/webp", ".gif": "image/gif"}.get(
+        suffix, "image/jpeg"
+    )
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def stage_asset(source: Source, storage: MediaStorage | None, *, kind: str) -> StagedObject:
+    """Make one input fetchable by the API.
+
+    - http(s) URLs pass through unchanged;
+    - objects in S3-like stores get a presigned GET URL;
+    - local files, bytes and other fsspec URLs are uploaded to `storage` under a
+      content-addressed key (the same bytes once);
+    - with no storage, an image goes inline as a base64 data URI; audio cannot,
+      so that is a `StagingRequiredError` saying how to configure staging.
+    """
+    if isinstance(source, str) and is_http(source):
+        return StagedObject(location=display_name(source), url=source, uploaded=False)
+    if (
+        isinstance(source, str)
+        and not is_local(source)
+        and protocol_of(source) in SIGNABLE_PROTOCOLS
+    ):
+        return StagedObject(location=source, url=fetchable_url(source, storage), uploaded=False)
+    suffix = suffix_of(source, ".png" if kind == "image" else ".wav")
+    if storage is None:
+        if kind == "image":
+            data = read_source(source)
+            return StagedObject(location="inline", url=image_data_uri(data, suffix), uploaded=False)
+        raise StagingRequiredError(
+            "the API fetches audio from a URL, and this file is only on this machine",
+            source=display_name(source),
+            fix="pass storage=MediaStorage(base_url='s3://bucket/prefix', ...) (or --stage "
+            "s3://bucket/prefix on the command line), or give the audio as an http(s) URL",
+        )
+    options = (
+        {}
+        if isinstance(source, bytes) or is_local(str(source))
+        else storage.options_for(str(source))
+    )
+    return stage_bytes(read_source(source, options=options), storage, suffix=suffix)

@@ -1,0 +1,238 @@
+"""Prefect tasks for one video: validate, upload, submit, poll, download.
+
+Each is thin over the client, storage and media modules, with retries fitted to
+its failures: transient ones (429, 5xx, dropped connections) are retried, permanent
+ones (bad input, 401/403/400, a generation in `error`, an expired URL, a possibly
+accepted submission) never are.
+
+`submit_generation` is the one that costs money. Its result is persisted under a
+cache key made of the inputs' content hashes, the model and its parameters, so a
+re-run after a crash, kill or failure reconnects to the generation already paid for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
+from prefect.tasks import Task
+
+from .client import DEFAULT_WAIT_TIMEOUT
+from .credentials import AimlApiCredentials
+from .errors import InputError
+from .media import probe_video
+from .models import VideoGenerationRequest
+from .polling import PollSchedule
+from .results import CheckedInputs, DeliveredVideo, StagedAsset, SubmittedGeneration
+from .retries import is_retryable_task_error, is_safe_to_resubmit
+from .storage import MediaStorage, Source, deliver_file, spool_file_for, stage_asset
+from .validation import check_inputs
+
+RESULT_SERIALIZER = "json"
+
+
+def _failure_of(state: State[Any]) -> BaseException | None:
+    try:
+        state.result()
+    except BaseException as error:  # any failure is inspected here, none is swallowed
+        return error
+    return None
+
+
+def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """`retry_condition_fn`: retry 429, 5xx and transport failures; nothing else."""
+    error = _failure_of(state)
+    return error is not None and is_retryable_task_error(error)
+
+
+def retry_unaccepted_submission(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """`retry_condition_fn` for submissions: only when nothing can have been accepted."""
+    error = _failure_of(state)
+    return error is not None and is_safe_to_resubmit(error)
+
+
+def retry_storage(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """`retry_condition_fn` for staging: storage hiccups yes, bad input no."""
+    error = _failure_of(state)
+    return isinstance(error, OSError | TimeoutError) and not isinstance(error, InputError)
+
+
+def submission_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """The submission's identity: content hashes, model, parameters; never credentials."""
+    return f"omnihuman-submit-{parameters['fingerprint']}"
+
+
+def completion_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """A completed generation stays completed: keyed by its id."""
+    submitted: SubmittedGeneration = parameters["submitted"]
+    return f"omnihuman-completed-{submitted.generation.id.replace(':', '-').replace('/', '-')}"
+
+
+@task(name="validate-inputs", cache_policy=NO_CACHE, retries=0)
+def validate_inputs(
+    image: Source, audio: Source, storage: MediaStorage | None = None
+) -> CheckedInputs:
+    """Decode the image (Pillow) and the audio (PyAV) and check the 30 s limit.
+
+    Runs before anything is paid for; a bad file raises a typed `InputError` that
+    names the file and the fix.
+    """
+    checked = check_inputs(image, audio, storage)
+    get_run_logger().info(
+        "Inputs OK: image %s (%sx%s, %s), audio %s (%.2f s)",
+        checked.image.source,
+        checked.image.width,
+        checked.image.height,
+        checked.image.format,
+        checked.audio.source,
+        checked.audio.duration or 0.0,
+    )
+    return checked
+
+
+@task(
+    name="upload-asset",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    retry_condition_fn=retry_storage,
+)
+def upload_asset(source: Source, staging: MediaStorage | None, kind: str) -> StagedAsset:
+    """Make a local file, bytes, an fsspec URL or an http(s) URL fetchable by the API.
+
+    See `storage.stage_asset` for the rules. The returned URL may be presigned; it is
+    never logged.
+    """
+    staged = stage_asset(source, staging, kind=kind)
+    where = staged.location if staged.location != "inline" else "inline (base64 data URI)"
+    verb = "Uploaded" if staged.uploaded else "Using"
+    get_run_logger().info("%s %s %s", verb, kind, where)
+    return StagedAsset(url=staged.url, location=staged.location, uploaded=staged.uploaded)
+
+
+@task(
+    name="submit-generation",
+    cache_key_fn=submission_cache_key,
+    persist_result=True,
+    result_serializer=RESULT_SERIALIZER,
+    retries=3,
+    retry_delay_seconds=[5, 20, 60],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_unaccepted_submission,
+)
+def submit_generation(
+    request: VideoGenerationRequest,
+    credentials: AimlApiCredentials,
+    fingerprint: str,
+    audio_seconds: float | None = None,
+) -> SubmittedGeneration:
+    """POST the generation once; re-runs with the same fingerprint get the cached one.
+
+    Call it `.with_options(refresh_cache=True)` to pay for a new generation anyway.
+    """
+    logger = get_run_logger()
+    with credentials.get_client(log=logger) as client:
+        generation = client.submit(request)
+    credits = generation.credits_used
+    logger.info(
+        "Generation %s accepted%s",
+        generation.id,
+        f" ({credits:g} credits)" if credits is not None else "",
+    )
+    return SubmittedGeneration(
+        generation=generation,
+        fingerprint=fingerprint,
+        submitted_at=time.time(),
+        audio_seconds=audio_seconds,
+    )
+
+
+@task(
+    name="poll-generation",
+    cache_key_fn=completion_cache_key,
+    persist_result=True,
+    result_serializer=RESULT_SERIALIZER,
+    retries=0,
+)
+async def poll_generation(
+    submitted: SubmittedGeneration,
+    credentials: AimlApiCredentials,
+    timeout: float = DEFAULT_WAIT_TIMEOUT,
+    polling: PollSchedule | None = None,
+) -> SubmittedGeneration:
+    """Wait for the generation to finish, polling adaptively, and return it completed.
+
+    Status changes are logged with the generation id. 429/5xx/dropped connections
+    only slow the polling down. A timeout raises `GenerationTimeoutError` with the
+    id; re-running the flow resumes waiting for the same generation.
+    """
+    logger = get_run_logger()
+    async with credentials.get_async_client(log=logger, poll=polling) as client:
+        done = await client.wait(
+            submitted.generation,
+            timeout=timeout,
+            audio_seconds=submitted.audio_seconds,
+            started_at=submitted.submitted_at,
+        )
+    return submitted.model_copy(update={"generation": done})
+
+
+def delivery_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """A delivery is identified by the generation and the destination."""
+    completed: SubmittedGeneration = parameters["completed"]
+    identity = f"{completed.generation.id}\n{parameters['destination']}"
+    return f"omnihuman-delivery-{hashlib.sha256(identity.encode()).hexdigest()}"
+
+
+@task(
+    name="download-video",
+    cache_key_fn=delivery_cache_key,
+    persist_result=True,
+    result_serializer=RESULT_SERIALIZER,
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=retry_transient,
+)
+def download_video(
+    completed: SubmittedGeneration,
+    destination: str,
+    credentials: AimlApiCredentials,
+    storage: MediaStorage | None = None,
+) -> DeliveredVideo:
+    """Stream the video to `destination` (path or fsspec URL), check it, then publish it.
+
+    Memory stays bounded (chunks go to a spool file); the destination gets the
+    whole, playable file or nothing. An expired URL raises `ResultExpiredError`.
+    The delivery is recorded, so a re-run finds the video without downloading again.
+    """
+    logger = get_run_logger()
+    generation = completed.generation
+    spool = spool_file_for(destination)
+    try:
+        with credentials.get_client(log=logger) as client:
+            size = client.download(generation, spool)
+        info = probe_video(spool)
+        deliver_file(spool, destination, storage.options_for(destination) if storage else None)
+    finally:
+        spool.unlink(missing_ok=True)
+    logger.info(
+        "Stored the video of %s at %s (%.2f s, %.1f MB)",
+        generation.id,
+        destination,
+        info.duration,
+        size / 1e6,
+    )
+    return DeliveredVideo(
+        generation_id=generation.id,
+        location=destination,
+        size_bytes=size,
+        duration=info.duration,
+        width=info.width,
+        height=info.height,
+    )

@@ -1,0 +1,134 @@
+"""Shared fixtures: an isolated offline Prefect home, the emulator, sample media.
+
+The environment is set before anything imports Prefect, so no test can reach
+for the network or a developer's own Prefect profile.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_TEST_HOME = Path(tempfile.mkdtemp(prefix="omnihuman-tests-"))
+os.environ.update(
+    {
+        "PREFECT_HOME": str(_TEST_HOME / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+)
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_API_KEY", None)
+
+import pytest  # noqa: E402
+
+from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig  # noqa: E402
+from prefect_omnihuman.media import write_sample_portrait, write_sample_voice  # noqa: E402
+from prefect_omnihuman.polling import PollSchedule  # noqa: E402
+from prefect_omnihuman.retries import RetryPolicy  # noqa: E402
+
+TEST_KEY = "sk-test-7f3a9c0e51d24b8e"
+
+#: Retries and polls fast enough for tests; the behaviour is the same as the defaults.
+FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.02, max_delay=0.2)
+FAST_POLL = PollSchedule(
+    min_interval=0.05, max_interval=0.3, base_seconds=0.16, seconds_per_audio_second=0.04
+)
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """A folder of generated inputs: a portrait and voice tracks of several lengths."""
+    folder = _TEST_HOME / "samples"
+    folder.mkdir(exist_ok=True)
+    write_sample_portrait(folder / "portrait.png")
+    write_sample_voice(folder / "voice.wav", seconds=3.0)
+    write_sample_voice(folder / "voice.mp3", seconds=4.0)
+    write_sample_voice(folder / "long.wav", seconds=31.0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def asset_host(samples: Path) -> Iterator[AssetHost]:
+    """A static file server on loopback that hosts the samples, like a CDN would."""
+    with AssetHost(samples) as host:
+        yield host
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """A fresh emulator of the AI/ML API with time sped up 50 times."""
+    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.02, seed=7, retry_after_seconds=0.2)
+    with Emulator(config) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A throwaway Prefect API (SQLite, own home), started once per test session."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
+class S3:
+    """A moto S3 server on loopback with one bucket, and the options s3fs needs for it."""
+
+    bucket = "omnihuman-tests"
+    key_id = "AKIATESTOMNIHUMAN"
+    secret = "moto-secret-9b1c4e7a"
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    @property
+    def options(self) -> dict[str, object]:
+        return {
+            "key": self.key_id,
+            "secret": self.secret,
+            "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+        }
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The same settings as environment variables, for s3fs in a subprocess."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def fs(self):  # type: ignore[no-untyped-def]
+        import s3fs
+
+        return s3fs.S3FileSystem(skip_instance_cache=True, **self.options)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    """moto's S3 server on a free loopback port, started once, stopped at the end."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    store = S3(f"http://127.0.0.1:{port}")
+    store.fs().call_s3("create_bucket", Bucket=S3.bucket)
+    try:
+        yield store
+    finally:
+        server.stop()
