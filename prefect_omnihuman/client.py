@@ -416,6 +416,7 @@ class OmniHumanClient(_Protocol):
         try:
             with httpx.stream("GET", url, timeout=self.timeout, follow_redirects=True) as response:
                 if not response.is_success:
+                    response.read()
                     raise _download_error(generation, response)
                 yield response.iter_bytes(chunk_bytes)
         except httpx.TransportError as exc:

@@ -191,8 +191,9 @@ class ResultExpiredError(OmniHumanError):
         got = f" (HTTP {status_code})" if status_code else ""
         super().__init__(
             f"The video URL of generation {generation_id} no longer serves the video{got}: "
-            f"the API's result links are temporary. Poll the generation again for a fresh "
-            f"URL (re-running the flow does this without a new charge)."
+            f"the API's result links are temporary and this one has expired, so the video "
+            f"cannot be downloaded any more. Generate it again with force_new=True (a new "
+            f"charge); the flow downloads as soon as a generation completes to avoid this."
         )
 
 

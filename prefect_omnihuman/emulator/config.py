@@ -100,6 +100,23 @@ class FaultConfig(BaseModel):
         default_factory=lambda: list(ROUTES), description="Routes that may be faulted."
     )
     seed: int | None = Field(None, description="Seed of the fault RNG.")
+    route_kinds: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per-route override of `kinds`, e.g. only unambiguous faults on POST.",
+    )
+    route_statuses: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description="Per-route statuses a `server_error` draws from (default 500/502/503/504).",
+    )
+
+    @field_validator("route_kinds")
+    @classmethod
+    def _known_route_kinds(cls, route_kinds: dict[str, list[str]]) -> dict[str, list[str]]:
+        for route, kinds in route_kinds.items():
+            check_route(route)
+            for kind in kinds:
+                check_kind(kind)
+        return route_kinds
 
     @field_validator("kinds")
     @classmethod

@@ -65,12 +65,14 @@ class FaultPlan:
         config = self.config
         if config.rate <= 0 or route not in config.routes:
             return None
-        kinds = [kind for kind in config.kinds if route in FAULT_ROUTES[kind]]
+        candidates = config.route_kinds.get(route, config.kinds)
+        kinds = [kind for kind in candidates if route in FAULT_ROUTES[kind]]
         if not kinds or self._rng.random() >= config.rate:
             return None
         return self._fault(self._rng.choice(kinds), route, None)
 
     def _fault(self, kind: str, route: str, status: int | None) -> Fault:
         if kind == "server_error" and status is None:
-            status = self._rng.choice(SERVER_ERROR_STATUSES)
+            statuses = self.config.route_statuses.get(route) or SERVER_ERROR_STATUSES
+            status = self._rng.choice(statuses)
         return Fault(kind, route, status)
