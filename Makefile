@@ -21,6 +21,7 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 demo: $(INSTALLED)
+	mkdir -p demo-output/.prefect
 	PREFECT_HOME=$(CURDIR)/demo-output/.prefect $(BIN)/omnihuman demo --out demo-output
 
 lint: $(INSTALLED)
