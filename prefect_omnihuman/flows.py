@@ -134,6 +134,9 @@ def omnihuman_video(
                 fix="pass destination='out.mp4' (or an fsspec URL), or a storage block",
             )
         destination = store.url_for(f"videos/{fingerprint[:24]}.mp4")
+    elif is_local(destination):
+        # Absolute, so the delivery record names one file whatever the working directory.
+        destination = str(Path(destination.removeprefix("file://")).expanduser().resolve())
     mark = lap("validate", started)
 
     image_asset = upload_asset(image_source, store, "image")

@@ -317,3 +317,22 @@ def test_distinct_voice_tracks_are_distinct_generations(
         for audio in (samples / "voice.wav", other)
     }
     assert len(ids) == 2
+
+
+def test_a_deleted_delivery_is_downloaded_again_without_paying(
+    emulator: Emulator, samples: Path, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    arguments = {
+        "image": str(samples / "portrait.png"),
+        "audio": asset_host.url_for("voice.wav"),
+        "destination": str(tmp_path / "kept.mp4"),
+        "credentials": credentials_for(emulator),
+        "polling": FAST_POLL,
+    }
+    first = omnihuman_video(**arguments)
+    Path(first.location).unlink()
+    second = omnihuman_video(**arguments)
+    assert probe_video(second.location).duration == pytest.approx(3.0, abs=0.1)
+    assert second.generation_id == first.generation_id
+    assert emulator.stats().accepted_posts == 1
+    assert emulator.stats().downloads == 2
