@@ -1,17 +1,21 @@
-"""The `omnihuman` command line: generate a video, run the emulator, run the demo."""
+"""The `omnihuman` command line: generate, batch, status, download, emulator, demo."""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
 from .errors import OmniHumanError
+
+if TYPE_CHECKING:
+    from .credentials import AimlApiCredentials
 
 app = typer.Typer(
     help="Talking-avatar videos with ByteDance OmniHuman 1.5 on the AI/ML API, from Prefect.",
@@ -22,12 +26,33 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+class _WithoutTracebacks(logging.Formatter):
+    """Formats records as `inner` does, minus tracebacks: the CLI ends with a one-line reason."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            record = logging.makeLogRecord(
+                {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+            )
+        return self.inner.format(record)
+
+
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(RichHandler(console=console, show_path=False))
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("prefect_omnihuman").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        for handler in root.handlers:
+            handler.setFormatter(_WithoutTracebacks(handler.formatter))
     for noisy in ("httpx", "httpcore", "botocore", "aiobotocore", "s3fs"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -41,8 +66,22 @@ def _fail(error: BaseException) -> typer.Exit:
 @app.command()
 def generate(
     image: Annotated[str, typer.Option(help="Portrait: local path, s3:// or http(s) URL.")],
-    audio: Annotated[str, typer.Option(help="Voice track under 30 s: path or URL.")],
     out: Annotated[str, typer.Option(help="Where to store the MP4: path or fsspec URL.")],
+    audio: Annotated[
+        str | None,
+        typer.Option(help="Voice track: path or URL; 30 s or more is split into parts."),
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option(help="What to say, instead of --audio: spoken by text-to-speech.")
+    ] = None,
+    voice: Annotated[str | None, typer.Option(help="Text-to-speech voice (with --text).")] = None,
+    tts_model: Annotated[
+        str | None, typer.Option(help="Text-to-speech model (with --text).")
+    ] = None,
+    split: Annotated[
+        bool,
+        typer.Option(help="Split audio of 30 s or more into parts (--no-split: refuse it)."),
+    ] = True,
     stage: Annotated[
         str | None,
         typer.Option(help="fsspec URL where local inputs are staged (e.g. s3://bucket/in)."),
@@ -63,16 +102,34 @@ def generate(
         bool, typer.Option(help="Pay for a new generation even if these inputs were done.")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the video.")] = 3600.0,
+    max_poll_interval: Annotated[
+        float | None, typer.Option(help="Most seconds between status checks (default: adaptive).")
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Log debug details.")] = False,
 ) -> None:
     """Generate one talking video and print where it is stored.
 
+    Give --audio, or --text to have it spoken first (text-to-speech, then preparation).
     The API key comes from $AIMLAPI_API_KEY, or from --credentials-block.
     """
     _configure_logging(verbose)
     from .credentials import AimlApiCredentials
-    from .flows import omnihuman_video, resolve_credentials, resolve_storage
+    from .flows import (
+        omnihuman_narrated_video,
+        omnihuman_video,
+        resolve_credentials,
+        resolve_storage,
+    )
+    from .models import DEFAULT_TTS_MODEL
+    from .polling import PollSchedule
     from .storage import MediaStorage
+
+    if (audio is None) == (text is None):
+        raise _fail(ValueError("give either --audio or --text (one of them)"))
+    polling = None
+    if max_poll_interval is not None:
+        interval = max(0.05, max_poll_interval)
+        polling = PollSchedule(min_interval=min(1.0, interval), max_interval=interval)
 
     try:
         if credentials_block:
@@ -84,15 +141,31 @@ def generate(
         storage = resolve_storage(storage_block)
         if stage:
             storage = MediaStorage(base_url=stage, public_base_url=stage_public_url)
-        result = omnihuman_video(
-            image=image,
-            audio=audio,
-            destination=out,
-            credentials=credentials,
-            storage=storage,
-            force_new=force_new,
-            timeout=timeout,
-        )
+        if text is not None:
+            result = omnihuman_narrated_video(
+                text=text,
+                image=image,
+                destination=out,
+                credentials=credentials,
+                storage=storage,
+                voice=voice,
+                tts_model=tts_model or DEFAULT_TTS_MODEL,
+                force_new=force_new,
+                timeout=timeout,
+                polling=polling,
+            )
+        else:
+            result = omnihuman_video(
+                image=image,
+                audio=audio or "",
+                destination=out,
+                credentials=credentials,
+                storage=storage,
+                force_new=force_new,
+                timeout=timeout,
+                polling=polling,
+                split_long_audio=split,
+            )
     except (OmniHumanError, ValueError, OSError) as error:
         raise _fail(error) from None
     print(result.location)
@@ -149,6 +222,179 @@ def demo(
         f"{info.video_codec} + {info.audio_codec}, generation {result.generation_id}"
     )
     print(result.location)
+
+
+def _api_credentials(block: str | None, base_url: str | None) -> AimlApiCredentials:
+    """A saved block (with `base_url` overriding its own), else the environment's key."""
+    from .credentials import AimlApiCredentials
+    from .flows import resolve_credentials
+
+    if block:
+        credentials = resolve_credentials(block)
+        return credentials.model_copy(update={"base_url": base_url}) if base_url else credentials
+    return AimlApiCredentials.from_env(base_url=base_url)
+
+
+def _quiet_console_logs() -> None:
+    """Keep run logs off the terminal (they still reach Prefect): the display shows progress."""
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, RichHandler):
+            handler.setLevel(logging.CRITICAL)
+
+
+@app.command()
+def batch(
+    manifest: Annotated[str, typer.Argument(help="CSV or JSONL manifest: path or fsspec URL.")],
+    concurrency: Annotated[
+        int, typer.Option(help="Generations at once (creates the limit if missing).")
+    ] = 4,
+    budget_seconds: Annotated[
+        float | None, typer.Option(help="Refuse to start above this many seconds of audio.")
+    ] = None,
+    budget_credits: Annotated[
+        float | None, typer.Option(help="Refuse to start above this many credits.")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="API root; defaults to $AIMLAPI_BASE_URL or the real API.")
+    ] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="fsspec URL where local inputs are staged.")
+    ] = None,
+    stage_public_url: Annotated[
+        str | None, typer.Option(help="HTTP URL that serves --stage, if it cannot presign.")
+    ] = None,
+    credentials_block: Annotated[
+        str | None, typer.Option(help="Name of a saved AimlApiCredentials block.")
+    ] = None,
+    storage_block: Annotated[
+        str | None, typer.Option(help="Name of a saved MediaStorage block (instead of --stage).")
+    ] = None,
+    limit_name: Annotated[
+        str, typer.Option(help="Prefect global concurrency limit shared by all batches.")
+    ] = "omnihuman-generations",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each video.")] = 3600.0,
+    verbose: Annotated[bool, typer.Option(help="Show the runs' logs too.")] = False,
+) -> None:
+    """Make one video per manifest row; print each stored video, one per line.
+
+    Every good row is finished; exits 1 with each failed row's reason if any failed.
+    Re-running the same manifest pays for nothing twice.
+    """
+    _configure_logging(verbose)
+    if not verbose:
+        _quiet_console_logs()
+    from .batch import BatchResult, omnihuman_batch, watch_batch
+    from .batch_display import BatchProgress, outcome_table
+    from .flows import resolve_storage
+    from .storage import MediaStorage
+
+    try:
+        credentials = _api_credentials(credentials_block, base_url)
+        storage = resolve_storage(storage_block)
+        if stage:
+            storage = MediaStorage(base_url=stage, public_base_url=stage_public_url)
+        with BatchProgress(console) as display, watch_batch(display.update):
+            state = omnihuman_batch(
+                manifest,
+                credentials=credentials,
+                storage=storage,
+                concurrency=concurrency,
+                budget_seconds=budget_seconds,
+                budget_credits=budget_credits,
+                limit_name=limit_name,
+                timeout=timeout,
+                return_state=True,
+            )
+        outcome = state.result(raise_on_failure=False)
+    except (OmniHumanError, ValueError, OSError) as error:
+        raise _fail(error) from None
+    if not isinstance(outcome, BatchResult):
+        raise _fail(outcome if isinstance(outcome, BaseException) else RuntimeError(state.message))
+    console.print(outcome_table(outcome))
+    for row in outcome.rows:
+        if row.location:
+            print(row.location)
+    if outcome.failures:
+        for row in outcome.failures:
+            console.print(f"[red]row {row.row}[/red] {row.error_type}: {row.error}", soft_wrap=True)
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def status(
+    generation_id: Annotated[str, typer.Argument(help="The generation id (with its :model).")],
+    base_url: Annotated[
+        str | None, typer.Option(help="API root; defaults to $AIMLAPI_BASE_URL or the real API.")
+    ] = None,
+    credentials_block: Annotated[
+        str | None, typer.Option(help="Name of a saved AimlApiCredentials block.")
+    ] = None,
+) -> None:
+    """Print what the API says about a generation: status, video link, duration, credits."""
+    try:
+        credentials = _api_credentials(credentials_block, base_url)
+        with credentials.get_client() as client:
+            generation = client.get(generation_id)
+    except OmniHumanError as error:
+        raise _fail(error) from None
+    fields = {
+        "id": generation.id,
+        "status": generation.status,
+        "phase": generation.phase.value,
+        "video_url": generation.video_url,
+        "duration": generation.video_duration,
+        "credits_used": generation.credits_used,
+        "error": generation.error.message if generation.error else None,
+    }
+    for name, value in fields.items():
+        if value is not None:
+            print(f"{name}: {value}")
+
+
+@app.command()
+def download(
+    generation_id: Annotated[str, typer.Argument(help="The generation id (with its :model).")],
+    out: Annotated[str, typer.Option(help="Where to store the MP4: path or fsspec URL.")],
+    base_url: Annotated[
+        str | None, typer.Option(help="API root; defaults to $AIMLAPI_BASE_URL or the real API.")
+    ] = None,
+    credentials_block: Annotated[
+        str | None, typer.Option(help="Name of a saved AimlApiCredentials block.")
+    ] = None,
+    storage_block: Annotated[
+        str | None, typer.Option(help="MediaStorage block whose options reach --out.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option(help="Log debug details.")] = False,
+) -> None:
+    """Store the video of a finished generation (recovery by id; no new charge)."""
+    _configure_logging(verbose)
+    from .errors import GenerationFailedError
+    from .flows import resolve_storage
+    from .models import Phase
+    from .results import SubmittedGeneration
+    from .storage import is_local, local_path
+    from .tasks import download_video
+
+    try:
+        credentials = _api_credentials(credentials_block, base_url)
+        with credentials.get_client() as client:
+            generation = client.get(generation_id)
+        if generation.phase is Phase.ERROR:
+            message = generation.error.message if generation.error else "no message"
+            raise GenerationFailedError(generation.id, message)
+        if generation.phase is Phase.PENDING:
+            raise _fail(
+                ValueError(f"generation {generation.id} is still {generation.status}; try later")
+            )
+        destination = str(local_path(out)) if is_local(out) else out
+        done = SubmittedGeneration(generation=generation, fingerprint="", submitted_at=time.time())
+        # The download task checks the MP4 and publishes it atomically; always fetch anew.
+        delivered = download_video.with_options(refresh_cache=True)(
+            done, destination, credentials, resolve_storage(storage_block)
+        )
+    except (OmniHumanError, OSError) as error:
+        raise _fail(error) from None
+    print(delivered.location)
 
 
 def main() -> None:

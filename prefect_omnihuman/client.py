@@ -1,7 +1,8 @@
 """HTTP clients for the AI/ML API's video generations, usable without Prefect.
 
 `OmniHumanClient` and `AsyncOmniHumanClient` have the same shape:
-`submit` -> `get` -> `wait` -> `stream_video`. Requests are built and answers
+`submit` -> `get` -> `wait` -> `stream_video`, plus `synthesize_speech` (text-to-speech,
+`POST /v1/tts`) for the voice track. Requests are built and answers
 mapped to the error tree in `_Protocol`, shared by both; the two classes only send
 and sleep. Retries follow `retries.RetryPolicy`: idempotent GETs are retried on any
 transient failure, a POST only when it provably was not accepted.
@@ -26,12 +27,15 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias, TypeVar
 
 import httpx
 from pydantic import SecretStr, ValidationError
 
 from .errors import (
+    AmbiguousSubmissionError,
     ApiError,
     AuthenticationError,
     GenerationFailedError,
@@ -45,8 +49,11 @@ from .errors import (
     TransportError,
 )
 from .models import (
+    DEFAULT_TTS_MODEL,
     Generation,
     Phase,
+    SpeechAnswer,
+    SpeechRequest,
     VideoGenerationRequest,
     error_message_from_body,
     is_known_status,
@@ -56,12 +63,14 @@ from .retries import RetryPolicy, as_submission_error, is_safe_to_resubmit, is_t
 
 DEFAULT_BASE_URL = "https://api.aimlapi.com"
 GENERATIONS_PATH = "/v2/video/generations"
+TTS_PATH = "/v1/tts"
 DEFAULT_WAIT_TIMEOUT = 3600.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
 logger = logging.getLogger("prefect_omnihuman.client")
 
-Logger = logging.Logger | logging.LoggerAdapter[Any]
+# A string, so that Python 3.10 (where LoggerAdapter is not subscriptable) can import this.
+Logger: TypeAlias = "logging.Logger | logging.LoggerAdapter[Any]"
 StatusCallback = Callable[[Generation], None]
 T = TypeVar("T")
 
@@ -275,6 +284,88 @@ def _download_error(generation: Generation, response: httpx.Response) -> Excepti
     return api_error(response)
 
 
+_AUDIO_SUFFIXES = {
+    "audio/mpeg": ".mp3",
+    "audio/mp3": ".mp3",
+    "audio/wav": ".wav",
+    "audio/wave": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/vnd.wave": ".wav",
+    "audio/flac": ".flac",
+    "audio/x-flac": ".flac",
+    "audio/ogg": ".ogg",
+    "audio/opus": ".opus",
+    "audio/aac": ".aac",
+    "audio/mp4": ".m4a",
+    "audio/webm": ".webm",
+}
+_AUDIO_MAGIC = ((b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"))
+
+
+@dataclass(frozen=True)
+class SpeechFile:
+    """Synthesised speech, written to a local file.
+
+    Attributes:
+        path: The local file.
+        size_bytes: Its size.
+        content_type: The media type the service declared for the audio.
+        url: The service's (temporary) audio URL for JSON-answering models; None when the
+            audio came back as the answer's body.
+    """
+
+    path: Path
+    size_bytes: int
+    content_type: str
+    url: str | None
+
+    @property
+    def suffix(self) -> str:
+        """The file extension the audio deserves: from its type, its URL, or its first bytes."""
+        declared = _AUDIO_SUFFIXES.get(self.content_type.split(";")[0].strip().lower())
+        if declared:
+            return declared
+        from_url = Path((self.url or "").split("?")[0]).suffix.lower()
+        if from_url in _AUDIO_SUFFIXES.values():
+            return from_url
+        with open(self.path, "rb") as handle:
+            head = handle.read(12)
+        for magic, suffix in _AUDIO_MAGIC:
+            if head.startswith(magic):
+                return suffix
+        return ".mp3" if head[:1] == b"\xff" else ".bin"
+
+
+def _speech_body(
+    text: str, model: str, voice: str | None, options: dict[str, Any] | None
+) -> dict[str, Any]:
+    return SpeechRequest(model=model, text=text, voice=voice, **(options or {})).payload()
+
+
+def _is_json(response: httpx.Response) -> bool:
+    return "json" in response.headers.get("content-type", "").lower()
+
+
+def _speech_url(response: httpx.Response) -> str:
+    """The audio URL of a JSON answer; a paid answer without one is ambiguous, not retried."""
+    try:
+        return SpeechAnswer.model_validate(response.json()).audio.url
+    except (ValueError, ValidationError):
+        raise AmbiguousSubmissionError(
+            f"HTTP {response.status_code} answer without an audio URL"
+        ) from None
+
+
+def _broken_stream(exc: httpx.TransportError) -> AmbiguousSubmissionError:
+    return AmbiguousSubmissionError(f"the audio stream broke off: {transport_error(exc)}")
+
+
+def _speech_logged(client: _Protocol, speech: SpeechFile, model: str) -> SpeechFile:
+    how = "from its audio URL" if speech.url else "streamed"
+    client.log.info("Synthesised speech with %s (%s, %d bytes)", model, how, speech.size_bytes)
+    return speech
+
+
 class OmniHumanClient(_Protocol):
     """Synchronous client for OmniHuman video generations on the AI/ML API.
 
@@ -314,13 +405,15 @@ class OmniHumanClient(_Protocol):
         """Close the connection pool."""
         self._http.close()
 
-    def _send(self, request: httpx.Request) -> httpx.Response:
+    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         try:
-            response = self._http.send(request)
+            response = self._http.send(request, stream=stream)
         except httpx.TransportError as exc:
             raise transport_error(exc) from None
         if response.is_success:
             return response
+        if stream:
+            response.read()
         raise api_error(response)
 
     def _retrying(self, what: str, call: Callable[[], T], safe: Callable[[Exception], bool]) -> T:
@@ -437,6 +530,74 @@ class OmniHumanClient(_Protocol):
 
         return self._retrying(f"Download of {generation.id}", fetch, is_transient)
 
+    def synthesize_speech(
+        self,
+        text: str,
+        path: str | os.PathLike[str],
+        *,
+        model: str = DEFAULT_TTS_MODEL,
+        voice: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> SpeechFile:
+        """Turn text into speech (`POST /v1/tts`) and write the audio to `path`.
+
+        The service answers JSON with an audio URL (OpenAI-style models), which is then
+        downloaded, or the audio itself (Deepgram, ElevenLabs), told apart by the answer's
+        Content-Type; either way the audio is streamed to `path` in bounded memory.
+        The POST is paid, so like `submit` it is retried only when provably not accepted
+        and raises `AmbiguousSubmissionError` otherwise (a stream that broke off too).
+
+        Example:
+            ```python
+            speech = client.synthesize_speech("Hello!", "hello.mp3", model="deepgram/aura-2")
+            print(speech.size_bytes, speech.suffix)
+            ```
+        """
+        body = _speech_body(text, model, voice, options)
+
+        def post() -> SpeechFile:
+            try:
+                request = self._http.build_request("POST", TTS_PATH, json=body)
+                response = self._send(request, stream=True)
+            except (ApiError, TransportError) as error:
+                raise as_submission_error(error) from None
+            content_type = response.headers.get("content-type", "")
+            try:
+                if _is_json(response):
+                    response.read()
+                    return SpeechFile(Path(path), 0, content_type, _speech_url(response))
+                with open(path, "wb") as handle:
+                    for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                        handle.write(chunk)
+                    return SpeechFile(Path(path), handle.tell(), content_type, None)
+            except httpx.TransportError as exc:
+                raise _broken_stream(exc) from None
+            finally:
+                response.close()
+
+        speech = self._retrying("Speech synthesis", post, is_safe_to_resubmit)
+        if speech.url is not None:
+            url = speech.url
+
+            def fetch() -> SpeechFile:
+                try:
+                    with httpx.stream(
+                        "GET", url, timeout=self.timeout, follow_redirects=True
+                    ) as response:
+                        if not response.is_success:
+                            response.read()
+                            raise api_error(response)
+                        with open(path, "wb") as handle:
+                            for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                                handle.write(chunk)
+                            kind = response.headers.get("content-type", "")
+                            return SpeechFile(Path(path), handle.tell(), kind, url)
+                except httpx.TransportError as exc:
+                    raise transport_error(exc) from None
+
+            speech = self._retrying("Download of the speech", fetch, is_transient)
+        return _speech_logged(self, speech, model)
+
 
 class AsyncOmniHumanClient(_Protocol):
     """Asynchronous twin of `OmniHumanClient`, with the same methods as coroutines.
@@ -475,9 +636,9 @@ class AsyncOmniHumanClient(_Protocol):
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         try:
-            response = await self._http.send(request)
+            response = await self._http.send(request, stream=stream)
         except httpx.TransportError as exc:
             raise transport_error(exc) from None
         if response.is_success:
@@ -579,3 +740,59 @@ class AsyncOmniHumanClient(_Protocol):
                     return handle.tell()
 
         return await self._retrying(f"Download of {generation.id}", fetch, is_transient)
+
+    async def synthesize_speech(
+        self,
+        text: str,
+        path: str | os.PathLike[str],
+        *,
+        model: str = DEFAULT_TTS_MODEL,
+        voice: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> SpeechFile:
+        """Turn text into speech and write it to `path`; see `OmniHumanClient.synthesize_speech`."""
+        body = _speech_body(text, model, voice, options)
+
+        async def post() -> SpeechFile:
+            try:
+                request = self._http.build_request("POST", TTS_PATH, json=body)
+                response = await self._send(request, stream=True)
+            except (ApiError, TransportError) as error:
+                raise as_submission_error(error) from None
+            content_type = response.headers.get("content-type", "")
+            try:
+                if _is_json(response):
+                    await response.aread()
+                    return SpeechFile(Path(path), 0, content_type, _speech_url(response))
+                with open(path, "wb") as handle:
+                    async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
+                        handle.write(chunk)
+                    return SpeechFile(Path(path), handle.tell(), content_type, None)
+            except httpx.TransportError as exc:
+                raise _broken_stream(exc) from None
+            finally:
+                await response.aclose()
+
+        speech = await self._retrying("Speech synthesis", post, is_safe_to_resubmit)
+        if speech.url is not None:
+            url = speech.url
+
+            async def fetch() -> SpeechFile:
+                try:
+                    async with (
+                        httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as http,
+                        http.stream("GET", url) as response,
+                    ):
+                        if not response.is_success:
+                            await response.aread()
+                            raise api_error(response)
+                        with open(path, "wb") as handle:
+                            async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
+                                handle.write(chunk)
+                            kind = response.headers.get("content-type", "")
+                            return SpeechFile(Path(path), handle.tell(), kind, url)
+                except httpx.TransportError as exc:
+                    raise transport_error(exc) from None
+
+            speech = await self._retrying("Download of the speech", fetch, is_transient)
+        return _speech_logged(self, speech, model)

@@ -5,7 +5,9 @@ OmniHumanError
 ├── InputError                    bad input, found before any credit is spent
 │   ├── InvalidImageError
 │   ├── InvalidAudioError
-│   └── StagingRequiredError      a local file the API cannot fetch without staging
+│   ├── StagingRequiredError      a local file the API cannot fetch without staging
+│   ├── ManifestError             a batch manifest (or one of its rows) is unusable
+│   └── BudgetExceededError       a batch would cost more than its budget allows
 ├── ApiError                      the API answered with an error status
 │   ├── AuthenticationError       401: missing or wrong API key
 │   ├── InsufficientCreditsError  403: the account is out of credits or not allowed
@@ -18,7 +20,8 @@ OmniHumanError
 ├── GenerationFailedError         a generation ended in status `error`
 ├── GenerationTimeoutError        waiting for a generation took longer than allowed
 ├── ResultExpiredError            the temporary video URL no longer serves the video
-└── InvalidVideoError             the downloaded file is not a playable video
+├── InvalidVideoError             the downloaded file is not a playable video
+└── StorageError                  staging or delivery storage failed (retried: may be transient)
 ```
 
 No exception text ever contains the API key: messages are built from the server's
@@ -45,7 +48,7 @@ class InputError(OmniHumanError, ValueError):
         self.fix = fix
         text = f"{source}: {message}" if source else message
         if fix:
-            text = f"{text} Fix: {fix}"
+            text = f"{text.rstrip('. ')}. Fix: {fix}"
         super().__init__(text)
 
 
@@ -59,6 +62,42 @@ class InvalidAudioError(InputError):
 
 class StagingRequiredError(InputError):
     """A local file has to be uploaded somewhere the API can fetch it from."""
+
+
+class ManifestError(InputError):
+    """A batch manifest cannot be read, or one of its rows is unusable.
+
+    Attributes:
+        row: The 1-based data row at fault (None when the whole manifest is).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        row: int | None = None,
+        source: str | None = None,
+        fix: str | None = None,
+    ):
+        self.row = row
+        super().__init__(f"row {row}: {message}" if row else message, source=source, fix=fix)
+
+
+class BudgetExceededError(InputError):
+    """A batch would spend more than its budget; nothing was submitted.
+
+    Attributes:
+        estimated_seconds: Seconds of audio the batch would newly pay for.
+        estimated_credits: Credits that audio would cost.
+    """
+
+    def __init__(self, message: str, *, estimated_seconds: float, estimated_credits: float):
+        self.estimated_seconds = estimated_seconds
+        self.estimated_credits = estimated_credits
+        super().__init__(
+            message,
+            fix="raise the budget, split the manifest, or remove rows; nothing was submitted",
+        )
 
 
 class ApiError(OmniHumanError):
@@ -155,7 +194,11 @@ class GenerationFailedError(OmniHumanError):
     def __init__(self, generation_id: str, message: str):
         self.generation_id = generation_id
         self.message = message
-        super().__init__(f"Generation {generation_id} failed: {message}")
+        super().__init__(
+            f"Generation {generation_id} failed: {message}. Re-running the same inputs reports "
+            f"this failure again at no charge; check the inputs, or pass force_new=True to pay "
+            f"for a new attempt."
+        )
 
 
 class GenerationTimeoutError(OmniHumanError):
@@ -199,3 +242,15 @@ class ResultExpiredError(OmniHumanError):
 
 class InvalidVideoError(OmniHumanError):
     """A downloaded result is not a playable MP4 with video and audio."""
+
+
+class StorageError(OmniHumanError):
+    """Reading or writing staged inputs or delivered videos failed; may be transient.
+
+    Attributes:
+        location: The path or URL involved (without query strings).
+    """
+
+    def __init__(self, message: str, *, location: str):
+        self.location = location
+        super().__init__(f"{location}: {message}")

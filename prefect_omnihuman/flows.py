@@ -12,12 +12,15 @@ from prefect.logging import get_run_logger
 
 from .client import DEFAULT_WAIT_TIMEOUT
 from .credentials import AimlApiCredentials
-from .errors import InputError
-from .models import DEFAULT_MODEL, VideoGenerationRequest
+from .errors import InputError, StagingRequiredError
+from .input_tasks import prepare_audio, prepare_image, synthesize_speech
+from .models import DEFAULT_MODEL, DEFAULT_TTS_MODEL, MAX_AUDIO_SECONDS, VideoGenerationRequest
 from .polling import PollSchedule
 from .results import OmniHumanResult, SubmittedGeneration, generation_fingerprint
-from .storage import MediaStorage, Source, exists, is_local
+from .segmented import generate_segmented
+from .storage import MediaStorage, Source, is_local, local_path, stamp_of
 from .tasks import download_video, poll_generation, submit_generation, upload_asset, validate_inputs
+from .validation import check_image
 
 
 def resolve_credentials(credentials: AimlApiCredentials | str | None) -> AimlApiCredentials:
@@ -73,6 +76,7 @@ def omnihuman_video(
     force_new: bool = False,
     timeout: float = DEFAULT_WAIT_TIMEOUT,
     polling: PollSchedule | None = None,
+    split_long_audio: bool = True,
 ) -> OmniHumanResult:
     """Turn a portrait and a voice track into a stored, lip-synced talking video.
 
@@ -83,7 +87,9 @@ def omnihuman_video(
 
     Args:
         image: Portrait: local path, bytes, fsspec URL (s3://...) or http(s) URL.
-        audio: Voice track under 30 s, in the same forms.
+        audio: Voice track, in the same forms. 30 s or longer, it is split at pauses into
+            parts (one paid generation each) whose videos are stitched over it; see
+            `segmented`. That needs `storage`, to stage the parts.
         destination: Path or fsspec URL for the MP4; defaults to `videos/` in `storage`.
         credentials: An `AimlApiCredentials` block or a saved block's name.
         storage: A `MediaStorage` block (or its name) to stage local inputs and deliver to.
@@ -92,6 +98,8 @@ def omnihuman_video(
         force_new: Pay for a new generation even if these inputs were generated before.
         timeout: Seconds to wait for the generation before `GenerationTimeoutError`.
         polling: How often to check on the generation (the default adapts to the job).
+        split_long_audio: False to refuse audio of 30 s or more (`InvalidAudioError`)
+            instead of splitting it.
 
     Example:
         ```python
@@ -123,7 +131,8 @@ def omnihuman_video(
     image_source: Source = image
     audio_source: Source = audio
 
-    checked = validate_inputs(image_source, audio_source, store)
+    audio_limit = None if split_long_audio else MAX_AUDIO_SECONDS
+    checked = validate_inputs(image_source, audio_source, store, destination, audio_limit)
     fingerprint = generation_fingerprint(
         checked, model=model, params=params, service=creds.base_url
     )
@@ -136,8 +145,24 @@ def omnihuman_video(
         destination = store.url_for(f"videos/{fingerprint[:24]}.mp4")
     elif is_local(destination):
         # Absolute, so the delivery record names one file whatever the working directory.
-        destination = str(Path(destination.removeprefix("file://")).expanduser().resolve())
+        destination = str(local_path(destination))
     mark = lap("validate", started)
+    if (checked.audio.duration or 0.0) >= MAX_AUDIO_SECONDS:
+        return generate_segmented(
+            image_source,
+            audio_source,
+            checked,
+            fingerprint,
+            destination,
+            creds,
+            store,
+            model=model,
+            params=params,
+            force_new=force_new,
+            timeout=timeout,
+            polling=polling,
+            timings=timings,
+        )
 
     image_asset = upload_asset(image_source, store, "image")
     audio_asset = upload_asset(audio_source, store, "audio")
@@ -147,7 +172,9 @@ def omnihuman_video(
         model=model, image_url=image_asset.url, audio_url=audio_asset.url, **params
     )
     submit = submit_generation.with_options(refresh_cache=True) if force_new else submit_generation
-    state = submit(request, creds, fingerprint, checked.audio.duration, return_state=True)
+    state = submit(
+        request, creds, fingerprint, checked.audio.duration, force_new, return_state=True
+    )
     submitted = state.result()
     reused = state.is_completed() and state.name == "Cached"
     if reused:
@@ -162,8 +189,10 @@ def omnihuman_video(
 
     delivered = download_video(completed, destination, creds, store)
     options = store.options_for(destination) if store else None
-    if not exists(delivered.location, options):
-        logger.info("The recorded video at %s is gone; downloading it again", destination)
+    if stamp_of(delivered.location, options) != delivered.stamp:
+        logger.info(
+            "The video recorded at %s is gone or was replaced; downloading it again", destination
+        )
         delivered = download_video.with_options(refresh_cache=True)(
             completed, destination, creds, store
         )
@@ -198,3 +227,93 @@ def omnihuman_video(
         result.duration,
     )
     return result
+
+
+@flow(name="omnihuman-narrated-video")
+def omnihuman_narrated_video(
+    text: str,
+    image: str | Path | bytes,
+    destination: str | None = None,
+    credentials: AimlApiCredentials | str | None = None,
+    storage: MediaStorage | str | None = None,
+    voice: str | None = None,
+    tts_model: str = DEFAULT_TTS_MODEL,
+    model: str = DEFAULT_MODEL,
+    model_params: dict[str, Any] | None = None,
+    force_new: bool = False,
+    timeout: float = DEFAULT_WAIT_TIMEOUT,
+    polling: PollSchedule | None = None,
+    prepare: bool = True,
+    tts_options: dict[str, Any] | None = None,
+) -> OmniHumanResult:
+    """Script and portrait in, talking video out: text-to-speech, preparation, `omnihuman_video`.
+
+    The portrait is prepared (or, with `prepare=False`, checked) first, so a bad one
+    fails before the speech is paid for; then the text is spoken (`synthesize_speech`,
+    paid once per text, model, voice and options), the voice track prepared (silence
+    trimmed, loudness normalised), and the video made by `omnihuman_video` as a
+    subflow, which splits a narration of 30 s or more into parts. `storage` is
+    required: the speech is a new file the API must fetch.
+
+    Args:
+        text: What the avatar says.
+        image: Portrait: local path, bytes, fsspec URL or http(s) URL.
+        voice: The text-to-speech voice (OpenAI models default to "alloy").
+        tts_model: The text-to-speech model, e.g. "deepgram/aura-2".
+        prepare: Prepare the portrait and the speech before the video (see `prep`).
+        tts_options: Extra text-to-speech request fields (`speed`, `response_format`, ...).
+        force_new: Pay again for both the speech and the video.
+        destination, credentials, storage, model, model_params, timeout, polling: as for
+            `omnihuman_video`.
+
+    Example:
+        ```python
+        result = omnihuman_narrated_video(
+            "Hi, I am Ada. Welcome to the team!",
+            image="s3://assets/faces/ada.png",
+            credentials=AimlApiCredentials.load("BLOCK_NAME"),
+            storage=MediaStorage.load("media"),
+            voice="nova",
+        )
+        ```
+    """
+    logger = get_run_logger()
+    creds = resolve_credentials(credentials)
+    store = resolve_storage(storage)
+    if not text.strip():
+        raise InputError("the text to speak is empty", fix="give the words the avatar says")
+    if store is None:
+        raise StagingRequiredError(
+            "the speech is a new file, and the API fetches audio from a URL",
+            source="text-to-speech",
+            fix="pass storage=MediaStorage(base_url='s3://bucket/prefix', ...) (or --stage)",
+        )
+    portrait: str | Path | bytes = image
+    if prepare:
+        portrait = prepare_image(image, store).location
+    else:
+        check_image(image, store)
+
+    synthesize = synthesize_speech
+    if force_new:
+        synthesize = synthesize_speech.with_options(refresh_cache=True)
+    arguments = (text, creds, store, tts_model, voice, tts_options)
+    speech = synthesize(*arguments, force_new=force_new)
+    if stamp_of(speech.location, store.options_for(speech.location)) is None:
+        # Re-publishes the local copy kept when it was paid for; pays only if that is gone too.
+        logger.info("The speech recorded at %s is gone; storing it again", speech.location)
+        speech = synthesize_speech.with_options(refresh_cache=True)(*arguments)
+    voice_track = prepare_audio(speech.location, store).location if prepare else speech.location
+
+    return omnihuman_video(
+        image=portrait,
+        audio=voice_track,
+        destination=destination,
+        credentials=creds,
+        storage=store,
+        model=model,
+        model_params=model_params,
+        force_new=force_new,
+        timeout=timeout,
+        polling=polling,
+    )

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_MODEL = "bytedance/omnihuman/v1.5"
 MAX_AUDIO_SECONDS = 30.0
+#: Largest input file the API (and this integration) accepts.
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+DEFAULT_TTS_MODEL = "openai/gpt-4o-mini-tts"
+#: Voices sent when none is given, for the model families that require one.
+DEFAULT_VOICES = {"openai/": "alloy"}
 
 PENDING_STATUSES = frozenset({"queued", "waiting", "active", "processing", "generating"})
 COMPLETED_STATUSES = frozenset({"completed"})
@@ -132,10 +137,13 @@ class Generation(BaseModel):
             return None
         if isinstance(value, str):
             return {"message": value}
-        if isinstance(value, dict) and "message" not in value:
-            return {**value, "message": _flatten_error_detail(value)}
         if not isinstance(value, dict):
             return {"message": str(value)}
+        message = value.get("message")
+        if message is None or message == "":
+            return {**value, "message": _flatten_error_detail(value)}
+        if not isinstance(message, str):
+            return {**value, "message": str(message)}
         return value
 
     @field_validator("status", mode="before")
@@ -191,9 +199,10 @@ def _flatten_error_detail(payload: dict[str, Any]) -> str:
     if isinstance(detail, str):
         return detail
     for key in ("error", "name", "code"):
-        if isinstance(payload.get(key), str):
+        if isinstance(payload.get(key), str) and payload[key]:
             return str(payload[key])
-    return str(payload) if payload else "no message given"
+    meaningful = {key: value for key, value in payload.items() if value not in (None, "")}
+    return str(meaningful) if meaningful else "no message given"
 
 
 def error_message_from_body(body: Any) -> str:
@@ -217,3 +226,45 @@ def error_message_from_body(body: Any) -> str:
         return "; ".join(error_message_from_body(item) for item in body)
     text = str(body).strip()
     return text[:500] if text else "no message given"
+
+
+def default_voice(model: str) -> str | None:
+    """The voice used for `model` when none is given (None: the service's own default)."""
+    matches = (voice for prefix, voice in DEFAULT_VOICES.items() if model.startswith(prefix))
+    return next(matches, None)
+
+
+class SpeechRequest(BaseModel):
+    """The body of `POST /v1/tts`; fields beyond these (`speed`, `response_format`, ...) pass.
+
+    Example:
+        ```python
+        request = SpeechRequest(model="deepgram/aura-2", text="Hello!", voice="thalia")
+        ```
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(DEFAULT_TTS_MODEL, description="The text-to-speech model.")
+    text: str = Field(..., min_length=1, description="What to say.")
+    voice: str | None = Field(None, description="The voice; the model's default when None.")
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body to send, extra fields included, unset optionals left out."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class SpeechAudio(BaseModel):
+    """Where the service put synthesised audio (JSON-answering models)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    url: str
+
+
+class SpeechAnswer(BaseModel):
+    """The JSON answer of `POST /v1/tts` for models that do not stream: `{"audio": {"url"}}`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    audio: SpeechAudio

@@ -21,6 +21,7 @@ class PollSchedule(BaseModel):
         base_seconds: Expected fixed cost of a job (queueing, set-up), in seconds.
         seconds_per_audio_second: Expected processing time per second of audio.
         overrun_backoff: Extra delay per second of overrun, once a job is later than expected.
+        overrun_max_interval: Longest delay once a job is late: it may end at any moment.
 
     Example:
         ```python
@@ -37,6 +38,7 @@ class PollSchedule(BaseModel):
     base_seconds: float = 8.0
     seconds_per_audio_second: float = 2.0
     overrun_backoff: float = 0.05
+    overrun_max_interval: float = 2.0
 
     def expected_seconds(self, audio_seconds: float | None) -> float | None:
         """The expected run time of a job with this much audio, if known."""
@@ -52,5 +54,6 @@ class PollSchedule(BaseModel):
         elif elapsed < expected:
             delay = (expected - elapsed) * self.approach
         else:
-            delay = (elapsed - expected) * self.overrun_backoff
+            overrun = (elapsed - expected) * self.overrun_backoff
+            delay = min(overrun, self.overrun_max_interval)
         return max(self.min_interval, min(self.max_interval, delay))

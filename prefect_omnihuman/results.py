@@ -79,6 +79,23 @@ class DeliveredVideo(BaseModel):
     duration: float
     width: int
     height: int
+    stamp: str | None = Field(
+        default=None, description="Identity of the stored file; changes if it is overwritten."
+    )
+
+
+class NarrationSegment(BaseModel):
+    """One part of a narration too long for one generation: a generation of its own."""
+
+    index: int
+    start: float = Field(description="Seconds into the narration where the part starts.")
+    end: float = Field(description="Seconds into the narration where the part ends.")
+    generation_id: str
+    credits_used: float | None = None
+    reused: bool = Field(description="True when this part's generation was paid for earlier.")
+    cut: str | None = Field(
+        default=None, description="How the part's end was chosen: pause, gap or forced."
+    )
 
 
 class OmniHumanResult(BaseModel):
@@ -105,3 +122,54 @@ class OmniHumanResult(BaseModel):
     fingerprint: str = Field(description="Identity of the inputs, model and parameters.")
     reused: bool = Field(description="True when no new generation was paid for.")
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per step.")
+    segments: list[NarrationSegment] = Field(
+        default_factory=list,
+        description="For narrations split into parts (one paid generation each), the parts; "
+        "generation_id is then the first part's.",
+    )
+
+
+class SynthesizedSpeech(BaseModel):
+    """Speech made by `synthesize_speech`, stored, measured, and paid for once.
+
+    Example:
+        ```python
+        speech = synthesize_speech("Welcome aboard!", credentials, storage)
+        print(speech.location, speech.duration)
+        ```
+    """
+
+    location: str = Field(description="Where the audio is stored (path or fsspec URL).")
+    duration: float = Field(description="Seconds.")
+    model: str
+    voice: str | None
+    sha256: str = Field(description="Content hash of the audio.")
+    size_bytes: int
+    fingerprint: str = Field(default="", description="Identity of text, model, voice, options.")
+
+
+class PreparedAsset(BaseModel):
+    """A portrait or voice track after `prepare_image` / `prepare_audio`."""
+
+    location: str = Field(description="Where the prepared file is (path or fsspec URL).")
+    changes: list[str] = Field(description="What preparation changed; empty if nothing.")
+    kind: str = Field(description="'image' or 'audio'.")
+    sha256: str
+    size_bytes: int
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = Field(default=None, description="Seconds, for audio.")
+
+
+class StitchedVideo(BaseModel):
+    """The parts' videos joined over the whole narration, checked and stored."""
+
+    location: str
+    size_bytes: int
+    duration: float
+    width: int
+    height: int
+    generation_ids: list[str]
+    stamp: str | None = Field(
+        default=None, description="Identity of the stored file; changes if it is overwritten."
+    )

@@ -24,11 +24,10 @@ from prefect.blocks.core import Block
 from prefect.types import SecretDict
 from pydantic import Field
 
-from .errors import InputError, StagingRequiredError
+from .errors import InputError, OmniHumanError, StagingRequiredError, StorageError
+from .models import MAX_INPUT_BYTES
 
 DOCUMENTATION_URL = "https://filesystem-spec.readthedocs.io/en/latest/"
-#: Inputs larger than this are refused before anything is read into memory.
-MAX_INPUT_BYTES = 100 * 1024 * 1024
 SIGNABLE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs"})
 
 Source = str | os.PathLike[str] | bytes
@@ -107,6 +106,38 @@ def is_local(source: object) -> bool:
     return source.startswith("file://") or "://" not in source
 
 
+def local_path(url: str | os.PathLike[str]) -> Path:
+    """The absolute local path of a plain path or `file://` URL."""
+    return Path(os.fspath(url).removeprefix("file://")).expanduser().resolve()
+
+
+def storage_failure(error: BaseException, location: str) -> OmniHumanError:
+    """A typed error for a failed storage call: permanent problems as `InputError` with
+    the fix, anything else as a (retried) `StorageError`."""
+    name = type(error).__name__
+    if isinstance(error, FileNotFoundError):
+        return InputError(
+            "no such file, folder or bucket",
+            source=location,
+            fix="check the path or URL, and that the bucket exists",
+        )
+    if isinstance(error, PermissionError):
+        return InputError(
+            "access denied",
+            source=location,
+            fix="check the file permissions or the storage credentials (storage_options, "
+            "or AWS_* environment variables for s3://)",
+        )
+    if "Credential" in name:
+        return InputError(
+            f"no storage credentials ({name})",
+            source=location,
+            fix="set MediaStorage.storage_options, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+            "(and AWS_ENDPOINT_URL for S3-compatible stores) in the environment",
+        )
+    return StorageError(f"storage call failed ({name}: {error})", location=location)
+
+
 def display_name(source: Source) -> str:
     """How to name a source in messages: its path or URL without query (signatures)."""
     if isinstance(source, bytes):
@@ -141,22 +172,16 @@ def read_source(source: Source, *, options: dict[str, Any] | None = None) -> byt
             )
         data: bytes = fs.cat_file(path)
         return data
-    except InputError:
+    except OmniHumanError:
         raise
-    except FileNotFoundError:
-        raise InputError("no such file", source=name, fix="check the path or URL") from None
-    except PermissionError as exc:
+    except IsADirectoryError:
+        raise InputError("is a folder, not a file", source=name, fix="name the file") from None
+    except ValueError as exc:
         raise InputError(
-            f"not allowed to read it ({exc.strerror or exc})",
-            source=name,
-            fix="check the file's permissions or the storage credentials",
+            f"could not read it ({exc})", source=name, fix="check the path or URL"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise InputError(
-            f"could not read it ({type(exc).__name__}: {exc})",
-            source=name,
-            fix="check the path, the bucket and the storage credentials",
-        ) from None
+    except Exception as exc:  # an I/O boundary: every failure becomes a typed error
+        raise storage_failure(exc, name) from None
 
 
 def _download_input(url: str, name: str) -> bytes:
@@ -221,15 +246,19 @@ def fetchable_url(url: str, storage: MediaStorage | None, *, expiry: int | None 
     """An http(s) URL from which the API can read the object at fsspec `url`."""
     if is_http(url):
         return url
-    if storage and storage.public_base_url and url.startswith(storage.base_url.rstrip("/")):
-        relative = url[len(storage.base_url.rstrip("/")) :].lstrip("/")
+    base = storage.base_url.rstrip("/") + "/" if storage else ""
+    if storage and storage.public_base_url and url.startswith(base):
+        relative = url[len(base) :]
         return f"{storage.public_base_url.rstrip('/')}/{quote(relative)}"
     protocol = protocol_of(url)
     if protocol in SIGNABLE_PROTOCOLS:
         options = storage.options_for(url) if storage else {}
-        fs, path = filesystem(url, options)
         seconds = expiry or (storage.presign_expiry_seconds if storage else 3600)
-        signed: str = fs.sign(path, expiration=seconds)
+        try:
+            fs, path = filesystem(url, options)
+            signed: str = fs.sign(path, expiration=seconds)
+        except Exception as exc:  # an I/O boundary: every failure becomes a typed error
+            raise storage_failure(exc, display_name(url)) from None
         return signed
     raise StagingRequiredError(
         f"the API cannot fetch {protocol}:// objects",
@@ -243,28 +272,41 @@ def stage_bytes(data: bytes, storage: MediaStorage, *, suffix: str) -> StagedObj
     """Upload bytes under a content-addressed key (once), and return a fetchable URL."""
     digest = sha256_hex(data)
     location = storage.url_for(f"inputs/{digest[:2]}/{digest}{suffix}")
-    fs, path = filesystem(location, storage.options_for(location))
     uploaded = False
-    if not (fs.exists(path) and fs.size(path) == len(data)):
-        with suppress(FileExistsError, NotImplementedError):
-            fs.makedirs(fs._parent(path), exist_ok=True)
-        fs.pipe_file(path, data)
-        uploaded = True
+    try:
+        fs, path = filesystem(location, storage.options_for(location))
+        if not (fs.exists(path) and fs.size(path) == len(data)):
+            with suppress(FileExistsError, NotImplementedError):
+                fs.makedirs(fs._parent(path), exist_ok=True)
+            if is_local(location):
+                # Identical rows of a batch stage the same bytes at once: never expose a
+                # half-written file to the API (object stores publish puts whole anyway).
+                draft = spool_file_for(location)
+                draft.write_bytes(data)
+                os.replace(draft, local_path(location))
+            else:
+                fs.pipe_file(path, data)
+            uploaded = True
+    except Exception as exc:  # an I/O boundary: every failure becomes a typed error
+        raise storage_failure(exc, location) from None
     return StagedObject(location=location, url=fetchable_url(location, storage), uploaded=uploaded)
 
 
 def deliver_file(local_file: Path, destination: str, options: dict[str, Any] | None = None) -> None:
     """Move a finished local file to `destination` so it appears whole or not at all."""
-    if is_local(destination):
-        target = Path(destination.removeprefix("file://")).expanduser()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local_file, target)
-        return
-    fs, path = filesystem(destination, options)
-    with suppress(FileExistsError, NotImplementedError):
-        fs.makedirs(fs._parent(path), exist_ok=True)
-    # Object stores publish an upload only when it completes, so a put is atomic there.
-    fs.put_file(str(local_file), path)
+    try:
+        if is_local(destination):
+            target = local_path(destination)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(local_file, target)
+            return
+        fs, path = filesystem(destination, options)
+        with suppress(FileExistsError, NotImplementedError):
+            fs.makedirs(fs._parent(path), exist_ok=True)
+        # Object stores publish an upload only when it completes, so a put is atomic there.
+        fs.put_file(str(local_file), path)
+    except Exception as exc:  # an I/O boundary: every failure becomes a typed error
+        raise storage_failure(exc, destination) from None
     local_file.unlink(missing_ok=True)
 
 
@@ -272,7 +314,7 @@ def spool_file_for(destination: str) -> Path:
     """A temporary file to download into before delivery: beside a local destination
     (so the final rename is atomic), in the temp folder otherwise."""
     if is_local(destination):
-        target = Path(destination.removeprefix("file://")).expanduser()
+        target = local_path(destination)
         target.parent.mkdir(parents=True, exist_ok=True)
         folder = target.parent
         prefix = f".{target.name}."
@@ -282,6 +324,40 @@ def spool_file_for(destination: str) -> Path:
     handle, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
     os.close(handle)
     return Path(name)
+
+
+def stamp_of(destination: str, options: dict[str, Any] | None = None) -> str | None:
+    """An identity of the file now at `destination` (changes when it is rewritten), or None."""
+    try:
+        fs, path = filesystem(destination, options)
+        if not fs.exists(path):
+            return None
+        return str(fs.ukey(path))
+    except Exception as exc:  # an I/O boundary: every failure becomes a typed error
+        raise storage_failure(exc, destination) from None
+
+
+def check_destination(destination: str, options: dict[str, Any] | None = None) -> None:
+    """Fail before anything is paid for when the destination cannot be written to."""
+    if is_local(destination):
+        folder = local_path(destination).parent
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise InputError(
+                f"cannot write into {existing or folder}",
+                source=destination,
+                fix="choose a destination in a writable folder",
+            )
+        return
+    try:
+        fs, path = filesystem(destination, options)
+        root = path.split("/", 1)[0]
+        if protocol_of(destination) in SIGNABLE_PROTOCOLS and not fs.exists(root):
+            raise FileNotFoundError(root)
+    except OmniHumanError:
+        raise
+    except Exception as exc:  # an I/O boundary: every failure becomes a typed error
+        raise storage_failure(exc, destination) from None
 
 
 def exists(destination: str, options: dict[str, Any] | None = None) -> bool:

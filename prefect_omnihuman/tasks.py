@@ -1,5 +1,9 @@
 """Prefect tasks for one video: validate, upload, submit, poll, download.
 
+Before them, optionally: `synthesize_speech` (text to a stored voice track, paid for
+once) and `prepare_image` / `prepare_audio` (make raw media fit; see `prep`); these
+live in `input_tasks` and are importable from here too.
+
 Each is thin over the client, storage and media modules, with retries fitted to
 its failures: transient ones (429, 5xx, dropped connections) are retried, permanent
 ones (bad input, 401/403/400, a generation in `error`, an expired URL, a possibly
@@ -14,24 +18,44 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
+from prefect.results import get_result_store
 from prefect.tasks import Task
+from prefect.transactions import IsolationLevel
 
 from .client import DEFAULT_WAIT_TIMEOUT
 from .credentials import AimlApiCredentials
-from .errors import InputError
-from .media import probe_video
-from .models import VideoGenerationRequest
+from .errors import (
+    AmbiguousSubmissionError,
+    GenerationFailedError,
+    InvalidVideoError,
+    NotFoundError,
+    ResultExpiredError,
+    StorageError,
+)
+from .events import emit_completed, emit_failed, emit_submitted
+from .locks import SharedFileLockManager
+from .media import VideoInfo, probe_video
+from .models import MAX_AUDIO_SECONDS, VideoGenerationRequest
 from .polling import PollSchedule
 from .results import CheckedInputs, DeliveredVideo, StagedAsset, SubmittedGeneration
-from .retries import is_retryable_task_error, is_safe_to_resubmit
-from .storage import MediaStorage, Source, deliver_file, spool_file_for, stage_asset
+from .retries import RetryPolicy, is_retryable_task_error, is_safe_to_resubmit
+from .storage import (
+    MediaStorage,
+    Source,
+    check_destination,
+    deliver_file,
+    spool_file_for,
+    stage_asset,
+    stamp_of,
+)
 from .validation import check_inputs
 
 RESULT_SERIALIZER = "json"
@@ -58,14 +82,20 @@ def retry_unaccepted_submission(task: Task[Any, Any], task_run: TaskRun, state: 
 
 
 def retry_storage(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """`retry_condition_fn` for staging: storage hiccups yes, bad input no."""
-    error = _failure_of(state)
-    return isinstance(error, OSError | TimeoutError) and not isinstance(error, InputError)
+    """`retry_condition_fn` for staging: storage hiccups yes, bad input or config no."""
+    return isinstance(_failure_of(state), StorageError)
 
 
 def submission_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """The submission's identity: content hashes, model, parameters; never credentials."""
     return f"omnihuman-submit-{parameters['fingerprint']}"
+
+
+#: Identical submissions running at once (threads, processes, workers sharing the lock
+#: folder) wait for each other's record instead of both paying: see `locks.py`.
+SUBMISSION_CACHE_POLICY = CacheKeyFnPolicy(cache_key_fn=submission_cache_key).configure(
+    isolation_level=IsolationLevel.SERIALIZABLE, lock_manager=SharedFileLockManager()
+)
 
 
 def completion_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -74,16 +104,29 @@ def completion_cache_key(context: TaskRunContext, parameters: dict[str, Any]) ->
     return f"omnihuman-completed-{submitted.generation.id.replace(':', '-').replace('/', '-')}"
 
 
-@task(name="validate-inputs", cache_policy=NO_CACHE, retries=0)
+@task(
+    name="validate-inputs",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_storage,
+)
 def validate_inputs(
-    image: Source, audio: Source, storage: MediaStorage | None = None
+    image: Source,
+    audio: Source,
+    storage: MediaStorage | None = None,
+    destination: str | None = None,
+    audio_limit: float | None = MAX_AUDIO_SECONDS,
 ) -> CheckedInputs:
     """Decode the image (Pillow) and the audio (PyAV) and check the 30 s limit.
 
     Runs before anything is paid for; a bad file raises a typed `InputError` that
-    names the file and the fix.
+    names the file and the fix. With `destination`, also checks it can be written.
+    `audio_limit=None` accepts longer audio (a narration that will be split).
     """
-    checked = check_inputs(image, audio, storage)
+    checked = check_inputs(image, audio, storage, audio_limit)
+    if destination is not None:
+        check_destination(destination, storage.options_for(destination) if storage else None)
     get_run_logger().info(
         "Inputs OK: image %s (%sx%s, %s), audio %s (%.2f s)",
         checked.image.source,
@@ -118,7 +161,7 @@ def upload_asset(source: Source, staging: MediaStorage | None, kind: str) -> Sta
 
 @task(
     name="submit-generation",
-    cache_key_fn=submission_cache_key,
+    cache_policy=SUBMISSION_CACHE_POLICY,
     persist_result=True,
     result_serializer=RESULT_SERIALIZER,
     retries=3,
@@ -131,19 +174,33 @@ def submit_generation(
     credentials: AimlApiCredentials,
     fingerprint: str,
     audio_seconds: float | None = None,
+    force_new: bool = False,
 ) -> SubmittedGeneration:
     """POST the generation once; re-runs with the same fingerprint get the cached one.
 
-    Call it `.with_options(refresh_cache=True)` to pay for a new generation anyway.
+    Call it `.with_options(refresh_cache=True)` with `force_new=True` to pay for a
+    new generation anyway. A submission whose fate is unknown (its answer was lost)
+    is remembered too: re-runs refuse to submit again unless `force_new`.
     """
     logger = get_run_logger()
-    with credentials.get_client(log=logger) as client:
-        generation = client.submit(request)
+    store = get_result_store()
+    marker = f"omnihuman-ambiguous-{fingerprint}"
+    if not force_new and store.exists(marker):
+        raise AmbiguousSubmissionError(f"an earlier run's {store.read(marker).result}")
+    try:
+        with credentials.get_client(log=logger) as client:
+            generation = client.submit(request)
+    except AmbiguousSubmissionError as error:
+        store.write(error.cause, key=marker)
+        raise
     credits = generation.credits_used
     logger.info(
         "Generation %s accepted%s",
         generation.id,
         f" ({credits:g} credits)" if credits is not None else "",
+    )
+    emit_submitted(
+        generation.id, fingerprint=fingerprint, audio_seconds=audio_seconds, credits_used=credits
     )
     return SubmittedGeneration(
         generation=generation,
@@ -174,12 +231,23 @@ async def poll_generation(
     """
     logger = get_run_logger()
     async with credentials.get_async_client(log=logger, poll=polling) as client:
-        done = await client.wait(
-            submitted.generation,
-            timeout=timeout,
-            audio_seconds=submitted.audio_seconds,
-            started_at=submitted.submitted_at,
-        )
+        try:
+            done = await client.wait(
+                submitted.generation,
+                timeout=timeout,
+                audio_seconds=submitted.audio_seconds,
+                started_at=submitted.submitted_at,
+            )
+        except NotFoundError as error:
+            raise NotFoundError(
+                f"generation {submitted.generation.id} is unknown to the API (records of old "
+                "generations expire); pass force_new=True to generate the video again",
+                status_code=error.status_code,
+                request_id=error.request_id,
+            ) from None
+        except GenerationFailedError as error:
+            emit_failed(submitted.generation.id, error)
+            raise
     return submitted.model_copy(update={"generation": done})
 
 
@@ -213,12 +281,18 @@ def download_video(
     """
     logger = get_run_logger()
     generation = completed.generation
+    options = storage.options_for(destination) if storage else None
     spool = spool_file_for(destination)
     try:
         with credentials.get_client(log=logger) as client:
-            size = client.download(generation, spool)
-        info = probe_video(spool)
-        deliver_file(spool, destination, storage.options_for(destination) if storage else None)
+            try:
+                size = client.download(generation, spool)
+            except ResultExpiredError as error:
+                emit_failed(generation.id, error)
+                raise
+            info = _checked_video(spool, generation.id)
+            _deliver_with_retries(spool, destination, options, client.retry, logger)
+        stamp = stamp_of(destination, options)
     finally:
         spool.unlink(missing_ok=True)
     logger.info(
@@ -228,6 +302,7 @@ def download_video(
         info.duration,
         size / 1e6,
     )
+    emit_completed(generation.id, location=destination, duration=info.duration, size_bytes=size)
     return DeliveredVideo(
         generation_id=generation.id,
         location=destination,
@@ -235,4 +310,49 @@ def download_video(
         duration=info.duration,
         width=info.width,
         height=info.height,
+        stamp=stamp,
     )
+
+
+def _checked_video(path: Path, generation_id: str) -> VideoInfo:
+    """The probe of a downloaded video that has both a picture and a voice, or an error."""
+    try:
+        info = probe_video(path)
+    except InvalidVideoError as error:
+        raise InvalidVideoError(
+            f"the video of generation {generation_id} is not playable ({error}); it was not "
+            "stored. Re-run to download it again (no new charge)."
+        ) from None
+    if info.audio_codec is None:
+        raise InvalidVideoError(
+            f"the video of generation {generation_id} has no audio track; it was not stored"
+        )
+    return info
+
+
+def _deliver_with_retries(
+    spool: Path,
+    destination: str,
+    options: dict[str, Any] | None,
+    policy: RetryPolicy,
+    logger: Any,
+) -> None:
+    """Publish the checked video, retrying storage hiccups without downloading again."""
+    attempt = 1
+    while True:
+        try:
+            deliver_file(spool, destination, options)
+            return
+        except StorageError as error:
+            if attempt >= policy.max_attempts:
+                raise
+            delay = policy.delay(attempt, error)
+            logger.warning("Storing the video failed (%s); retrying in %.1f s", error, delay)
+            time.sleep(delay)
+            attempt += 1
+
+
+# The tasks that make a video's inputs live beside these; importable from here too.
+from .input_tasks import prepare_audio as prepare_audio  # noqa: E402
+from .input_tasks import prepare_image as prepare_image  # noqa: E402
+from .input_tasks import synthesize_speech as synthesize_speech  # noqa: E402

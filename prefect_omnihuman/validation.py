@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .media import check_audio_length, probe_audio, probe_image
+from .models import MAX_AUDIO_SECONDS
 from .results import CheckedInputs, MediaCheck
 from .storage import MediaStorage, Source, display_name, is_local, read_source, sha256_hex
 
@@ -29,12 +30,20 @@ def check_image(source: Source, storage: MediaStorage | None = None) -> MediaChe
     )
 
 
-def check_audio(source: Source, storage: MediaStorage | None = None) -> MediaCheck:
-    """Read and decode the voice track and check it is under the API's 30 s limit."""
+def check_audio(
+    source: Source,
+    storage: MediaStorage | None = None,
+    limit: float | None = MAX_AUDIO_SECONDS,
+) -> MediaCheck:
+    """Read and decode the voice track and check it is under the API's 30 s limit.
+
+    `limit=None` skips the length check (for narrations that will be split).
+    """
     data = read_source(source, options=_options(source, storage))
     name = display_name(source)
     info = probe_audio(data, name=name)
-    check_audio_length(info, name=name)
+    if limit is not None:
+        check_audio_length(info, name=name, limit=limit)
     return MediaCheck(
         source=name,
         sha256=sha256_hex(data),
@@ -46,7 +55,12 @@ def check_audio(source: Source, storage: MediaStorage | None = None) -> MediaChe
 
 
 def check_inputs(
-    image: Source, audio: Source, storage: MediaStorage | None = None
+    image: Source,
+    audio: Source,
+    storage: MediaStorage | None = None,
+    audio_limit: float | None = MAX_AUDIO_SECONDS,
 ) -> CheckedInputs:
     """Both inputs checked; raises the first `InputError` found."""
-    return CheckedInputs(image=check_image(image, storage), audio=check_audio(audio, storage))
+    return CheckedInputs(
+        image=check_image(image, storage), audio=check_audio(audio, storage, audio_limit)
+    )

@@ -41,6 +41,15 @@ FAST_POLL = PollSchedule(
 )
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """A folder of generated inputs: a portrait and voice tracks of several lengths."""
@@ -116,14 +125,11 @@ class S3:
 def s3() -> Iterator[S3]:
     """moto's S3 server on a free loopback port, started once, stopped at the end."""
     import logging
-    import socket
 
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     store = S3(f"http://127.0.0.1:{port}")

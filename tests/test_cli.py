@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,9 @@ from prefect_omnihuman.demo import run_demo
 from prefect_omnihuman.emulator import AssetHost, Emulator
 from prefect_omnihuman.media import probe_audio, probe_video
 
-from .conftest import TEST_KEY
+from .conftest import TEST_KEY, free_port
 
 OMNIHUMAN = str(Path(sys.executable).with_name("omnihuman"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_emulator_command_serves_the_api_until_stopped() -> None:
@@ -82,11 +75,13 @@ def test_generate_with_too_long_audio_fails_before_any_post(
     env = {**os.environ, "AIMLAPI_API_KEY": TEST_KEY, "PREFECT_API_URL": prefect_api}
     result = run_generate(
         "--image", str(samples / "portrait.png"), "--audio", asset_host.url_for("long.wav"),
-        "--out", str(tmp_path / "out" / "x.mp4"), "--base-url", emulator.url, env=env,
+        "--out", str(tmp_path / "out" / "x.mp4"), "--base-url", emulator.url, "--no-split",
+        env=env,
     )  # fmt: skip
     assert result.returncode == 1
     reason = result.stderr.strip().splitlines()[-1]
     assert "InvalidAudioError" in reason and "30" in reason and "long.wav" in reason
+    assert "Traceback" not in result.stderr
     assert emulator.stats().accepted_posts + emulator.stats().rejected_posts == 0
     assert not (tmp_path / "out").exists()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from prefect_omnihuman.media import probe_video
 from prefect_omnihuman.models import Phase
 from prefect_omnihuman.polling import PollSchedule
 
-from .conftest import FAST_POLL, FAST_RETRY, TEST_KEY
+from .conftest import FAST_POLL, FAST_RETRY, TEST_KEY, free_port
 
 
 def make_client(emulator: Emulator, key: str = TEST_KEY, **kwargs: object) -> OmniHumanClient:
@@ -231,12 +230,6 @@ def test_expired_video_url_is_a_named_error(
     assert done.id in str(caught.value)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_refused_connection_is_retried_because_nothing_was_sent() -> None:
     client = OmniHumanClient(TEST_KEY, base_url=f"http://127.0.0.1:{free_port()}", retry=FAST_RETRY)
     with client, pytest.raises(TransportError) as caught:
@@ -269,3 +262,56 @@ def test_the_key_never_reaches_logs_reprs_or_errors(
     texts.extend(str(record.exc_info) for record in caplog.records if record.exc_info)
     assert len(texts) > 5
     assert not [text for text in texts if TEST_KEY in text]
+
+
+def test_get_itself_retries_server_errors_and_dropped_connections(
+    emulator: Emulator, asset_host: AssetHost
+) -> None:
+    with make_client(emulator) as client:
+        generation = client.submit(**inputs(asset_host))
+        emulator.inject("server_error", route="get", times=2, status=502)
+        emulator.inject("drop_connection", route="get", times=2)
+        assert client.get(generation.id).id == generation.id
+    assert emulator.stats().faults_injected == {"server_error/get": 2, "drop_connection/get": 2}
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "error", "accepted"),
+    [
+        ("out_of_credits", None, "InsufficientCreditsError", 0),
+        ("server_error", 500, "AmbiguousSubmissionError", 0),
+        ("lost_response", None, "AmbiguousSubmissionError", 1),
+    ],
+)
+async def test_async_submit_maps_errors_like_the_sync_client(
+    emulator: Emulator,
+    asset_host: AssetHost,
+    kind: str,
+    status: int | None,
+    error: str,
+    accepted: int,
+) -> None:
+    emulator.inject(kind, route="post", status=status)
+    async with AsyncOmniHumanClient(
+        TEST_KEY, base_url=emulator.url, retry=FAST_RETRY, poll=FAST_POLL
+    ) as client:
+        with pytest.raises(Exception) as caught:
+            await client.submit(**inputs(asset_host))
+    assert type(caught.value).__name__ == error
+    assert emulator.stats().accepted_posts == accepted
+
+
+async def test_async_client_rides_out_rate_limits_and_rejects_bad_keys(
+    emulator: Emulator, asset_host: AssetHost
+) -> None:
+    emulator.inject("rate_limit", route="post", times=2)
+    async with AsyncOmniHumanClient(
+        TEST_KEY, base_url=emulator.url, retry=FAST_RETRY, poll=FAST_POLL
+    ) as client:
+        assert (await client.submit(**inputs(asset_host))).id
+        with pytest.raises(InvalidRequestError):
+            await client.submit(model="nope", **inputs(asset_host))
+    async with AsyncOmniHumanClient("sk-bad", base_url=emulator.url) as client:
+        with pytest.raises(AuthenticationError):
+            await client.submit(**inputs(asset_host))
+    assert emulator.stats().accepted_posts == 1

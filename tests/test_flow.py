@@ -11,8 +11,11 @@ from prefect import flow
 from prefect_omnihuman import AimlApiCredentials, MediaStorage, OmniHumanResult, omnihuman_video
 from prefect_omnihuman.emulator import AssetHost, Emulator
 from prefect_omnihuman.errors import (
+    AmbiguousSubmissionError,
     AuthenticationError,
     GenerationFailedError,
+    GenerationTimeoutError,
+    InputError,
     InvalidAudioError,
     InvalidImageError,
     ResultExpiredError,
@@ -247,6 +250,7 @@ def test_bad_inputs_fail_before_any_post_and_leave_nothing_behind(
             credentials=credentials_for(emulator),
             polling=FAST_POLL,
             storage=storage,
+            split_long_audio=False,
         )
     assert (image_name if error is InvalidImageError else audio_name) in str(caught.value)
     stats = emulator.stats()
@@ -336,3 +340,76 @@ def test_a_deleted_delivery_is_downloaded_again_without_paying(
     assert second.generation_id == first.generation_id
     assert emulator.stats().accepted_posts == 1
     assert emulator.stats().downloads == 2
+
+
+def test_a_lost_submission_answer_is_never_resubmitted_without_force_new(
+    emulator: Emulator, samples: Path, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    arguments = {
+        "image": str(samples / "portrait.png"),
+        "audio": asset_host.url_for("voice.wav"),
+        "destination": str(tmp_path / "maybe.mp4"),
+        "credentials": credentials_for(emulator),
+        "polling": FAST_POLL,
+    }
+    emulator.inject("lost_response", route="post")
+    with pytest.raises(AmbiguousSubmissionError):
+        omnihuman_video(**arguments)
+    with pytest.raises(AmbiguousSubmissionError, match="earlier run"):
+        omnihuman_video(**arguments)
+    assert emulator.stats().accepted_posts == 1
+    forced = omnihuman_video(**arguments, force_new=True)
+    assert probe_video(forced.location).audio_codec == "aac"
+    assert emulator.stats().accepted_posts == 2
+    assert omnihuman_video(**arguments).reused  # and from now on, the forced one is reused
+    assert emulator.stats().accepted_posts == 2
+
+
+def test_a_timed_out_run_resumes_the_same_generation_when_rerun(
+    emulator: Emulator, samples: Path, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    arguments = {
+        "image": str(samples / "portrait.png"),
+        "audio": asset_host.url_for("voice.mp3"),
+        "destination": str(tmp_path / "patient.mp4"),
+        "credentials": credentials_for(emulator),
+        "polling": FAST_POLL,
+    }
+    with pytest.raises(GenerationTimeoutError) as caught:
+        omnihuman_video(**arguments, timeout=0.01)
+    assert caught.value.generation_id in emulator.stats().generations
+    result = omnihuman_video(**arguments)
+    assert result.generation_id == caught.value.generation_id
+    assert emulator.stats().accepted_posts == 1
+
+
+def test_a_destination_overwritten_by_other_inputs_gets_the_right_video_back(
+    emulator: Emulator, samples: Path, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    shared = str(tmp_path / "shared.mp4")
+    common = {"credentials": credentials_for(emulator), "polling": FAST_POLL}
+    image = str(samples / "portrait.png")
+    three = omnihuman_video(image, asset_host.url_for("voice.wav"), shared, **common)
+    omnihuman_video(image, asset_host.url_for("voice.mp3"), shared, **common)
+    assert probe_video(shared).duration == pytest.approx(4.0, abs=0.1)
+    again = omnihuman_video(image, asset_host.url_for("voice.wav"), shared, **common)
+    assert again.generation_id == three.generation_id
+    assert probe_video(shared).duration == pytest.approx(3.0, abs=0.1)
+    assert emulator.stats().accepted_posts == 2
+
+
+def test_a_missing_destination_bucket_fails_before_any_post(
+    emulator: Emulator, samples: Path, asset_host: AssetHost, s3: S3
+) -> None:
+    storage = MediaStorage(base_url=f"s3://{s3.bucket}/x", storage_options=s3.options)
+    with pytest.raises(InputError, match="no-such-bucket-4821") as caught:
+        omnihuman_video(
+            image=str(samples / "portrait.png"),
+            audio=asset_host.url_for("voice.wav"),
+            destination="s3://no-such-bucket-4821/video.mp4",
+            credentials=credentials_for(emulator),
+            storage=storage,
+            polling=FAST_POLL,
+        )
+    assert "bucket" in str(caught.value)
+    assert emulator.stats().accepted_posts + emulator.stats().rejected_posts == 0

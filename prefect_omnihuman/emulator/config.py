@@ -14,7 +14,8 @@ FaultKind = Literal[
     "generation_error",
     "out_of_credits",
 ]
-Route = Literal["post", "get", "download"]
+#: "post" is the video submission, "tts" the text-to-speech POST, "download" any file GET.
+Route = Literal["post", "get", "download", "tts"]
 
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 ROUTES: tuple[str, ...] = get_args(Route)
@@ -24,9 +25,9 @@ FAULT_ROUTES: dict[str, frozenset[str]] = {
     "server_error": frozenset(ROUTES),
     "rate_limit": frozenset(ROUTES),
     "drop_connection": frozenset(ROUTES),
-    "lost_response": frozenset({"post"}),
+    "lost_response": frozenset({"post", "tts"}),
     "generation_error": frozenset({"post"}),
-    "out_of_credits": frozenset({"post"}),
+    "out_of_credits": frozenset({"post", "tts"}),
 }
 
 #: Statuses a `server_error` fault picks from when none is given.

@@ -20,10 +20,9 @@ import httpx
 
 from ..errors import InvalidAudioError, InvalidImageError
 from ..media import AudioInfo, ImageInfo, probe_audio, probe_image
-from ..models import DEFAULT_MODEL, MAX_AUDIO_SECONDS
+from ..models import DEFAULT_MODEL, MAX_AUDIO_SECONDS, MAX_INPUT_BYTES
 
 #: Inputs larger than this are refused rather than held in memory.
-MAX_INPUT_BYTES = 64 * 1024 * 1024
 
 _IMAGE_DATA_URI = re.compile(r"data:image/([\w.+-]+);base64,(.*)", re.DOTALL | re.IGNORECASE)
 

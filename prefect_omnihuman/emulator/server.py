@@ -33,6 +33,7 @@ from .config import EmulatorConfig, FaultConfig, Injection
 from .faults import Fault
 from .inputs import Rejection, Submission, load_submission, parse_body
 from .render import render_talking_video
+from .speech import SPEECH_FILES_PREFIX, TTS_PATH, create_speech, serve_speech_file
 from .state import EmulatorState, EmulatorStats, Job, key_fingerprint
 
 logger = logging.getLogger("prefect_omnihuman.emulator")
@@ -165,6 +166,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._create(body)
             elif path == GENERATIONS_PATH and method == "GET":
                 self._poll(query)
+            elif path == TTS_PATH and method == "POST":
+                create_speech(self, body)
+            elif path.startswith(SPEECH_FILES_PREFIX) and method in ("GET", "HEAD"):
+                name = path[len(SPEECH_FILES_PREFIX) :]
+                serve_speech_file(self, name, head=method == "HEAD")
             elif path.startswith(FILES_PREFIX) and method in ("GET", "HEAD"):
                 self._download(path[len(FILES_PREFIX) :], head=method == "HEAD")
             else:

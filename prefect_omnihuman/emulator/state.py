@@ -117,6 +117,12 @@ class EmulatorStats(BaseModel):
     generations: dict[str, str] = Field(
         default_factory=dict, description="Generation id -> current status."
     )
+    accepted_tts: int = Field(0, description="Text-to-speech POSTs answered with audio (paid).")
+    rejected_tts: int = Field(0, description="Text-to-speech POSTs answered with an error.")
+    accepted_tts_by_text: dict[str, int] = Field(
+        default_factory=dict, description="sha256(text) -> accepted text-to-speech POSTs."
+    )
+    tts_downloads: int = Field(0, description="Speech files served from an audio URL.")
 
 
 class EmulatorState:
@@ -164,6 +170,20 @@ class EmulatorState:
     def record_rejected_post(self) -> None:
         with self._lock:
             self._stats.rejected_posts += 1
+
+    def record_tts(self, text_key: str | None) -> None:
+        """Count a text-to-speech POST: accepted under `text_key`, or rejected when None."""
+        with self._lock:
+            stats = self._stats
+            if text_key is None:
+                stats.rejected_tts += 1
+                return
+            stats.accepted_tts += 1
+            stats.accepted_tts_by_text[text_key] = stats.accepted_tts_by_text.get(text_key, 0) + 1
+
+    def record_tts_download(self) -> None:
+        with self._lock:
+            self._stats.tts_downloads += 1
 
     def accept(
         self,
