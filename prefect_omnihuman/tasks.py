@@ -12,6 +12,9 @@ accepted submission) never are.
 `submit_generation` is the one that costs money. Its result is persisted under a
 cache key made of the inputs' content hashes, the model and its parameters, so a
 re-run after a crash, kill or failure reconnects to the generation already paid for.
+Identical submissions running at once wait for each other under a lock on that key
+(`locks.py`). Submissions, stored videos and failed generations are announced as
+Prefect events (`events.py`).
 """
 
 from __future__ import annotations

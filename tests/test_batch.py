@@ -105,7 +105,6 @@ def test_two_bad_rows_are_reported_and_the_others_run_concurrently_within_the_li
         assert row.location == str(tmp_path / "out" / f"{row.row}.mp4")
         assert probe_video(row.location).audio_codec == "aac"
     stats = slow_emulator.stats()
-    print("MEASURED", stats.accepted_posts, stats.peak_concurrency, stats.rejected_posts)
     assert stats.accepted_posts == 6 and stats.rejected_posts == 0
     assert 2 <= stats.peak_concurrency <= 3, stats.peak_concurrency
 
