@@ -11,11 +11,12 @@ export PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY := false
 
 .PHONY: install demo test lint typecheck clean
 
-$(INSTALLED): pyproject.toml
+# constraints.txt pins the versions the suite was last run with, so every machine installs the same.
+$(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.10+ is required") if sys.version_info < (3, 10) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(INSTALLED)

@@ -16,19 +16,16 @@ As a deployment: entrypoint `flows/long_narration.py:long_narration`.
 from __future__ import annotations
 
 import argparse
-from typing import cast
 
 from prefect import flow
 from prefect.logging import get_run_logger
 
 from prefect_omnihuman import (
-    AimlApiCredentials,
-    MediaStorage,
     omnihuman_video,
     prepare_audio,
     prepare_image,
 )
-from prefect_omnihuman.polling import PollSchedule
+from prefect_omnihuman.resolve import credentials_from, polling_capped, storage_from
 
 
 @flow(name="long-narration")
@@ -49,14 +46,8 @@ def long_narration(
     the parts are new files the API fetches. `max_poll_interval` caps the seconds
     between status checks (default: adaptive).
     """
-    credentials = (
-        cast(AimlApiCredentials, AimlApiCredentials.load(credentials_block))
-        if credentials_block
-        else AimlApiCredentials.from_env()
-    )
-    storage = cast(MediaStorage, MediaStorage.load(storage_block)) if storage_block else None
-    if storage is None and staging_url:
-        storage = MediaStorage(base_url=staging_url, public_base_url=staging_public_url)
+    credentials = credentials_from(credentials_block)
+    storage = storage_from(storage_block, url=staging_url, public_url=staging_public_url)
     if prepare:
         audio = prepare_audio(audio, storage).location
         image = prepare_image(image, storage).location
@@ -66,7 +57,7 @@ def long_narration(
         destination=destination,
         credentials=credentials,
         storage=storage,
-        polling=_polling(max_poll_interval),
+        polling=polling_capped(max_poll_interval),
     )
     get_run_logger().info(
         "%d part(s), %s credits: %s",
@@ -75,12 +66,6 @@ def long_narration(
         ", ".join(s.generation_id for s in result.segments) or result.generation_id,
     )
     return result.location
-
-
-def _polling(max_interval: float | None) -> PollSchedule | None:
-    if max_interval is None:
-        return None
-    return PollSchedule(min_interval=min(1.0, max_interval), max_interval=max_interval)
 
 
 def main() -> None:

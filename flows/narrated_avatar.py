@@ -16,17 +16,14 @@ blocks named in `credentials_block` and `storage_block` (or the environment).
 from __future__ import annotations
 
 import argparse
-from typing import cast
 
 from prefect import flow
 
 from prefect_omnihuman import (
     DEFAULT_TTS_MODEL,
-    AimlApiCredentials,
-    MediaStorage,
     omnihuman_narrated_video,
 )
-from prefect_omnihuman.polling import PollSchedule
+from prefect_omnihuman.resolve import credentials_from, polling_capped, storage_from
 
 
 @flow(name="narrated-avatar")
@@ -50,14 +47,8 @@ def narrated_avatar(
     presign). The video goes to `destination`, else under the storage's `videos/`.
     `max_poll_interval` caps the seconds between status checks (default: adaptive).
     """
-    credentials = (
-        cast(AimlApiCredentials, AimlApiCredentials.load(credentials_block))
-        if credentials_block
-        else AimlApiCredentials.from_env()
-    )
-    storage = cast(MediaStorage, MediaStorage.load(storage_block)) if storage_block else None
-    if storage is None and staging_url:
-        storage = MediaStorage(base_url=staging_url, public_base_url=staging_public_url)
+    credentials = credentials_from(credentials_block)
+    storage = storage_from(storage_block, url=staging_url, public_url=staging_public_url)
     result = omnihuman_narrated_video(
         text=text,
         image=image,
@@ -66,15 +57,9 @@ def narrated_avatar(
         storage=storage,
         voice=voice,
         tts_model=tts_model,
-        polling=_polling(max_poll_interval),
+        polling=polling_capped(max_poll_interval),
     )
     return result.location
-
-
-def _polling(max_interval: float | None) -> PollSchedule | None:
-    if max_interval is None:
-        return None
-    return PollSchedule(min_interval=min(1.0, max_interval), max_interval=max_interval)
 
 
 def main() -> None:

@@ -53,14 +53,10 @@ from .budget import (
 from .client import DEFAULT_WAIT_TIMEOUT
 from .credentials import AimlApiCredentials
 from .errors import InputError, ManifestError, OmniHumanError
-from .flows import (
-    omnihuman_narrated_video,
-    omnihuman_video,
-    resolve_credentials,
-    resolve_storage,
-)
+from .flows import omnihuman_narrated_video, omnihuman_video
 from .manifest import Manifest, ManifestRow, RowProblem, read_manifest
 from .polling import PollSchedule
+from .resolve import resolve_credentials, resolve_storage
 from .results import OmniHumanResult
 from .storage import MediaStorage
 from .tasks import submission_cache_key, submit_generation

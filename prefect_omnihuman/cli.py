@@ -6,16 +6,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
 from .errors import OmniHumanError
-
-if TYPE_CHECKING:
-    from .credentials import AimlApiCredentials
 
 app = typer.Typer(
     help="Talking-avatar videos with ByteDance OmniHuman 1.5 on the AI/ML API, from Prefect.",
@@ -113,34 +110,17 @@ def generate(
     The API key comes from $AIMLAPI_API_KEY, or from --credentials-block.
     """
     _configure_logging(verbose)
-    from .credentials import AimlApiCredentials
-    from .flows import (
-        omnihuman_narrated_video,
-        omnihuman_video,
-        resolve_credentials,
-        resolve_storage,
-    )
+    from .flows import omnihuman_narrated_video, omnihuman_video
     from .models import DEFAULT_TTS_MODEL
-    from .polling import PollSchedule
-    from .storage import MediaStorage
+    from .resolve import credentials_from, polling_capped, storage_from
 
     if (audio is None) == (text is None):
         raise _fail(ValueError("give either --audio or --text (one of them)"))
-    polling = None
-    if max_poll_interval is not None:
-        interval = max(0.05, max_poll_interval)
-        polling = PollSchedule(min_interval=min(1.0, interval), max_interval=interval)
+    polling = polling_capped(max_poll_interval)
 
     try:
-        if credentials_block:
-            credentials = resolve_credentials(credentials_block)
-            if base_url:
-                credentials = credentials.model_copy(update={"base_url": base_url})
-        else:
-            credentials = AimlApiCredentials.from_env(base_url=base_url)
-        storage = resolve_storage(storage_block)
-        if stage:
-            storage = MediaStorage(base_url=stage, public_base_url=stage_public_url)
+        credentials = credentials_from(credentials_block, base_url=base_url)
+        storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
         if text is not None:
             result = omnihuman_narrated_video(
                 text=text,
@@ -224,17 +204,6 @@ def demo(
     print(result.location)
 
 
-def _api_credentials(block: str | None, base_url: str | None) -> AimlApiCredentials:
-    """A saved block (with `base_url` overriding its own), else the environment's key."""
-    from .credentials import AimlApiCredentials
-    from .flows import resolve_credentials
-
-    if block:
-        credentials = resolve_credentials(block)
-        return credentials.model_copy(update={"base_url": base_url}) if base_url else credentials
-    return AimlApiCredentials.from_env(base_url=base_url)
-
-
 def _quiet_console_logs() -> None:
     """Keep run logs off the terminal (they still reach Prefect): the display shows progress."""
     for handler in logging.getLogger().handlers:
@@ -285,14 +254,11 @@ def batch(
         _quiet_console_logs()
     from .batch import BatchResult, omnihuman_batch, watch_batch
     from .batch_display import BatchProgress, outcome_table
-    from .flows import resolve_storage
-    from .storage import MediaStorage
+    from .resolve import credentials_from, storage_from
 
     try:
-        credentials = _api_credentials(credentials_block, base_url)
-        storage = resolve_storage(storage_block)
-        if stage:
-            storage = MediaStorage(base_url=stage, public_base_url=stage_public_url)
+        credentials = credentials_from(credentials_block, base_url=base_url)
+        storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
         with BatchProgress(console) as display, watch_batch(display.update):
             state = omnihuman_batch(
                 manifest,
@@ -331,8 +297,10 @@ def status(
     ] = None,
 ) -> None:
     """Print what the API says about a generation: status, video link, duration, credits."""
+    from .resolve import credentials_from
+
     try:
-        credentials = _api_credentials(credentials_block, base_url)
+        credentials = credentials_from(credentials_block, base_url=base_url)
         with credentials.get_client() as client:
             generation = client.get(generation_id)
     except OmniHumanError as error:
@@ -369,14 +337,14 @@ def download(
     """Store the video of a finished generation (recovery by id; no new charge)."""
     _configure_logging(verbose)
     from .errors import GenerationFailedError
-    from .flows import resolve_storage
     from .models import Phase
+    from .resolve import credentials_from, resolve_storage
     from .results import SubmittedGeneration
     from .storage import is_local, local_path
     from .tasks import download_video
 
     try:
-        credentials = _api_credentials(credentials_block, base_url)
+        credentials = credentials_from(credentials_block, base_url=base_url)
         with credentials.get_client() as client:
             generation = client.get(generation_id)
         if generation.phase is Phase.ERROR:

@@ -16,33 +16,12 @@ from .errors import InputError, StagingRequiredError
 from .input_tasks import prepare_audio, prepare_image, synthesize_speech
 from .models import DEFAULT_MODEL, DEFAULT_TTS_MODEL, MAX_AUDIO_SECONDS, VideoGenerationRequest
 from .polling import PollSchedule
+from .resolve import resolve_credentials, resolve_storage
 from .results import OmniHumanResult, SubmittedGeneration, generation_fingerprint
 from .segmented import generate_segmented
 from .storage import MediaStorage, Source, is_local, local_path, stamp_of
 from .tasks import download_video, poll_generation, submit_generation, upload_asset, validate_inputs
 from .validation import check_image
-
-
-def resolve_credentials(credentials: AimlApiCredentials | str | None) -> AimlApiCredentials:
-    """A credentials block, loading it by name when given a string."""
-    if isinstance(credentials, AimlApiCredentials):
-        return credentials
-    if isinstance(credentials, str) and credentials:
-        loaded: AimlApiCredentials = AimlApiCredentials.load(credentials)  # type: ignore[assignment]
-        return loaded
-    raise InputError(
-        "no AI/ML API credentials given",
-        fix="pass credentials=AimlApiCredentials(api_key=...), the name of a saved "
-        "AimlApiCredentials block, or AimlApiCredentials.from_env()",
-    )
-
-
-def resolve_storage(storage: MediaStorage | str | None) -> MediaStorage | None:
-    """A storage block, loading it by name when given a string."""
-    if isinstance(storage, str) and storage:
-        loaded: MediaStorage = MediaStorage.load(storage)  # type: ignore[assignment]
-        return loaded
-    return storage if isinstance(storage, MediaStorage) else None
 
 
 def _link(location: str) -> str:
