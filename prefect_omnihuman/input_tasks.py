@@ -22,20 +22,18 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.results import get_result_store
 from prefect.settings import PREFECT_HOME
-from prefect.tasks import Task
 
 from . import prep
 from .credentials import AimlApiCredentials
-from .errors import AmbiguousSubmissionError, InputError, InvalidAudioError, StorageError
+from .errors import AmbiguousSubmissionError, InputError, InvalidAudioError
 from .media import probe_audio
 from .models import DEFAULT_TTS_MODEL, default_voice
 from .results import PreparedAsset, SynthesizedSpeech
-from .retries import is_safe_to_resubmit
+from .retry_conditions import retry_speech, retry_storage
 from .storage import (
     MediaStorage,
     Source,
@@ -57,27 +55,6 @@ def work_folder(kind: str) -> Path:
     folder = Path(PREFECT_HOME.value()).expanduser() / "omnihuman" / kind
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def _error_of(state: State[Any]) -> BaseException | None:
-    try:
-        state.result()
-    except BaseException as error:  # any failure is inspected here, none is swallowed
-        return error
-    return None
-
-
-def retry_speech(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """`retry_condition_fn`: a POST that provably was not accepted, or storing the audio.
-
-    A storage failure comes after the audio was kept locally, so the retry reuses it.
-    """
-    error = _error_of(state)
-    return error is not None and (is_safe_to_resubmit(error) or isinstance(error, StorageError))
-
-
-def _retry_storage(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    return isinstance(_error_of(state), StorageError)
 
 
 def speech_identity(
@@ -268,7 +245,7 @@ def _unchanged(source: Source, destination: str | None) -> str | None:
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[1, 5],
-    retry_condition_fn=_retry_storage,
+    retry_condition_fn=retry_storage,
 )
 def prepare_image(
     source: Source,
@@ -324,7 +301,7 @@ def prepare_image(
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[1, 5],
-    retry_condition_fn=_retry_storage,
+    retry_condition_fn=retry_storage,
 )
 def prepare_audio(
     source: Source,

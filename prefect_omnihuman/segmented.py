@@ -22,14 +22,12 @@ from typing import Any, cast
 
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture, wait
 from prefect.logging import get_run_logger
-from prefect.tasks import Task
 
 from .credentials import AimlApiCredentials
-from .errors import StagingRequiredError, StorageError
+from .errors import StagingRequiredError
 from .models import VideoGenerationRequest
 from .narration import Segment, split_narration, stitch_videos
 from .polling import PollSchedule
@@ -42,6 +40,7 @@ from .results import (
     SubmittedGeneration,
     generation_fingerprint,
 )
+from .retry_conditions import retry_storage
 from .storage import (
     MediaStorage,
     Source,
@@ -73,16 +72,6 @@ def stitch_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     return f"omnihuman-stitch-{hashlib.sha256(blob).hexdigest()}"
 
 
-def _retry_storage(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    try:
-        state.result()
-    except StorageError:
-        return True
-    except BaseException:  # any other failure is permanent here
-        return False
-    return False
-
-
 def _local_copy(location: str, folder: Path, storage: MediaStorage | None) -> Path:
     """A local path of a stored part video, fetching it when it is not on this machine."""
     if is_local(location):
@@ -103,7 +92,7 @@ def _local_copy(location: str, folder: Path, storage: MediaStorage | None) -> Pa
     result_serializer="json",
     retries=2,
     retry_delay_seconds=[2, 10],
-    retry_condition_fn=_retry_storage,
+    retry_condition_fn=retry_storage,
 )
 def stitch_video(
     parts: list[DeliveredVideo],

@@ -26,11 +26,9 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
-from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.results import get_result_store
-from prefect.tasks import Task
 from prefect.transactions import IsolationLevel
 
 from .client import DEFAULT_WAIT_TIMEOUT
@@ -49,7 +47,8 @@ from .media import VideoInfo, probe_video
 from .models import MAX_AUDIO_SECONDS, VideoGenerationRequest
 from .polling import PollSchedule
 from .results import CheckedInputs, DeliveredVideo, StagedAsset, SubmittedGeneration
-from .retries import RetryPolicy, is_retryable_task_error, is_safe_to_resubmit
+from .retries import RetryPolicy
+from .retry_conditions import retry_storage, retry_transient, retry_unaccepted_submission
 from .storage import (
     MediaStorage,
     Source,
@@ -62,31 +61,6 @@ from .storage import (
 from .validation import check_inputs
 
 RESULT_SERIALIZER = "json"
-
-
-def _failure_of(state: State[Any]) -> BaseException | None:
-    try:
-        state.result()
-    except BaseException as error:  # any failure is inspected here, none is swallowed
-        return error
-    return None
-
-
-def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """`retry_condition_fn`: retry 429, 5xx and transport failures; nothing else."""
-    error = _failure_of(state)
-    return error is not None and is_retryable_task_error(error)
-
-
-def retry_unaccepted_submission(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """`retry_condition_fn` for submissions: only when nothing can have been accepted."""
-    error = _failure_of(state)
-    return error is not None and is_safe_to_resubmit(error)
-
-
-def retry_storage(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """`retry_condition_fn` for staging: storage hiccups yes, bad input or config no."""
-    return isinstance(_failure_of(state), StorageError)
 
 
 def submission_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
