@@ -32,6 +32,17 @@ from prefect_omnihuman.media import write_sample_portrait, write_sample_voice  #
 from prefect_omnihuman.polling import PollSchedule  # noqa: E402
 from prefect_omnihuman.retries import RetryPolicy  # noqa: E402
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--long`: run the reliability suite at full size (see tests/reliability)."""
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=os.environ.get("OMNIHUMAN_LONG_TESTS") == "1",
+        help="run the long version of the reliability suite (also OMNIHUMAN_LONG_TESTS=1)",
+    )
+
+
 TEST_KEY = "sk-test-7f3a9c0e51d24b8e"
 
 #: Retries and polls fast enough for tests; the behaviour is the same as the defaults.

@@ -10,7 +10,7 @@ from prefect_omnihuman import AimlApiCredentials, MediaStorage, omnihuman_video
 from prefect_omnihuman.emulator import AssetHost, Emulator, FaultConfig
 from prefect_omnihuman.media import probe_video, write_sample_voice
 
-from .conftest import FAST_POLL, TEST_KEY
+from ..conftest import FAST_POLL, TEST_KEY
 
 GENERATIONS = 20
 

@@ -15,7 +15,7 @@ import pytest
 from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig
 from prefect_omnihuman.media import probe_video
 
-from .conftest import TEST_KEY
+from ..conftest import TEST_KEY
 
 
 @pytest.fixture

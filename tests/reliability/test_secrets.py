@@ -17,7 +17,7 @@ from prefect_omnihuman.emulator import Emulator
 from prefect_omnihuman.errors import AuthenticationError
 from prefect_omnihuman.media import write_sample_voice
 
-from .conftest import FAST_POLL, S3, TEST_KEY
+from ..conftest import FAST_POLL, S3, TEST_KEY
 
 WRONG_KEY = "sk-wrong-but-still-secret-41c2"
 
