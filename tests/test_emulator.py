@@ -345,6 +345,22 @@ def test_video_urls_expire_like_temporary_links(
     assert http.get(url.replace(".mp4", "0.mp4")).status_code == 404
 
 
+def test_a_download_rate_slows_video_downloads_down(
+    api: Emulator, assets: AssetHost, http: httpx.Client
+) -> None:
+    url = wait(http, api, submit(http, api, body(assets)).json()["id"])["video"]["url"]
+    video = http.get(url).content
+    api.config.download_bytes_per_second = len(video) / 0.5
+
+    started = time.monotonic()
+    throttled = http.get(url)
+    elapsed = time.monotonic() - started
+
+    assert throttled.status_code == 200 and throttled.content == video
+    assert elapsed >= 0.45
+    assert api.stats().downloads == 2
+
+
 def test_a_chunked_body_is_read_like_any_other(
     api: Emulator, assets: AssetHost, http: httpx.Client
 ) -> None:

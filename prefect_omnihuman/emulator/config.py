@@ -78,6 +78,12 @@ class EmulatorConfig(BaseModel):
     tokens_per_audio_second: int = Field(
         630_000, ge=0, description="Tokens reported as used per second of audio."
     )
+    download_bytes_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="Caps the speed of video downloads (None: as fast as loopback allows); "
+        "slow links let a test stop a client in the middle of one.",
+    )
 
 
 class FaultConfig(BaseModel):

@@ -413,12 +413,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.record_download()
             # A dropped download stops half-way: headers promised more than was sent.
             budget = max(1, size // 2) if drop else size
+            rate = self.emulator.config.download_bytes_per_second
+            # Throttled: about twenty writes a second, so the pace is even, not bursty.
+            step = _CHUNK if rate is None else max(1024, min(_CHUNK, int(rate / 20)))
             while budget > 0:
-                chunk = handle.read(min(_CHUNK, budget))
+                chunk = handle.read(min(step, budget))
                 if not chunk:
                     break
                 self.wfile.write(chunk)
                 budget -= len(chunk)
+                if rate is not None:
+                    time.sleep(len(chunk) / rate)
         if drop:
             self._drop()
 
