@@ -110,6 +110,13 @@ class EmulatorStats(BaseModel):
     faults_injected: dict[str, int] = Field(
         default_factory=dict, description='"kind/route" -> faults applied, e.g. "rate_limit/post".'
     )
+    server_errors: dict[str, int] = Field(
+        default_factory=dict,
+        description='"route/status" -> `server_error` faults applied, e.g. "get/502".',
+    )
+    limited_posts: int = Field(
+        0, description="POSTs answered 429 because the key was at `max_concurrent_per_key`."
+    )
     downloads: int = Field(0, description="Video downloads started (GET, 200).")
     completed_at: dict[str, float] = Field(
         default_factory=dict, description="Generation id -> wall-clock time it completed."
@@ -147,6 +154,10 @@ class EmulatorState:
                 label = f"{fault.kind}/{fault.route}"
                 counts = self._stats.faults_injected
                 counts[label] = counts.get(label, 0) + 1
+                if fault.kind == "server_error":
+                    label = f"{fault.route}/{fault.status}"
+                    counts = self._stats.server_errors
+                    counts[label] = counts.get(label, 0) + 1
             return fault
 
     def set_faults(self, faults: FaultConfig) -> None:
@@ -202,6 +213,7 @@ class EmulatorState:
             mine = sum(1 for job in running if job.key == key)
             if mine >= config.max_concurrent_per_key:
                 self._stats.rejected_posts += 1
+                self._stats.limited_posts += 1
                 return None
             spread = self._rng.uniform(-config.jitter, config.jitter)
             total = (config.base_seconds + config.seconds_per_audio_second * audio_seconds) * (
