@@ -105,6 +105,7 @@ class Round:
     reconnected: bool = False
     leftovers: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    failure: str = ""
 
     @property
     def name(self) -> str:
@@ -138,6 +139,8 @@ class Round:
         )
         windows = ", ".join(f"{ms:.1f}" for ms in self.windows_ms) or "-"
         litter = f"; left beside the video: {', '.join(self.leftovers)}" if self.leftovers else ""
+        if self.failure:
+            return f"{self.name}: FAILED, landed in {self.landed}: {self.failure}"
         return (
             f"{self.name}: +{self.extra_delay * 1000:.0f} ms after the signal, landed in "
             f"{self.landed}, killed {offset}"
@@ -348,11 +351,13 @@ def test_sigkill_at_random_points_of_each_phase_then_rerun_delivers_without_payi
         futures = [pool.submit(play_round, r, samples / "portrait.png", prefect_api) for r in plan]
     rounds: list[Round] = []
     failures: list[BaseException] = []
-    for future in futures:
+    for planned, future in zip(plan, futures, strict=True):
         try:
             rounds.append(future.result())
         except (Exception, pytest.fail.Exception) as failure:
             failures.append(failure)
+            planned.failure = f"{type(failure).__name__}: {str(failure).strip()[:300]}"
+            rounds.append(planned)
 
     # Shown even when output is captured: the window and the kills are the point of the test.
     capture = request.config.pluginmanager.getplugin("capturemanager")
