@@ -242,6 +242,9 @@ def batch(
         str, typer.Option(help="Prefect global concurrency limit shared by all batches.")
     ] = "omnihuman-generations",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each video.")] = 3600.0,
+    max_poll_interval: Annotated[
+        float | None, typer.Option(help="Most seconds between status checks (default: adaptive).")
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Show the runs' logs too.")] = False,
 ) -> None:
     """Make one video per manifest row; print each stored video, one per line.
@@ -254,7 +257,7 @@ def batch(
         _quiet_console_logs()
     from .batch import BatchResult, omnihuman_batch, watch_batch
     from .batch_display import BatchProgress, outcome_table
-    from .resolve import credentials_from, storage_from
+    from .resolve import credentials_from, polling_capped, storage_from
 
     try:
         credentials = credentials_from(credentials_block, base_url=base_url)
@@ -269,6 +272,7 @@ def batch(
                 budget_credits=budget_credits,
                 limit_name=limit_name,
                 timeout=timeout,
+                polling=polling_capped(max_poll_interval),
                 return_state=True,
             )
         outcome = state.result(raise_on_failure=False)

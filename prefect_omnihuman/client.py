@@ -128,7 +128,40 @@ def api_error(response: httpx.Response) -> ApiError:
     else:
         kind = kinds.get(status, ApiError)
     retry_after = parse_retry_after(response.headers.get("retry-after"))
-    return kind(message, status_code=status, request_id=request_id, retry_after=retry_after)
+    return kind(
+        message,
+        status_code=status,
+        request_id=request_id,
+        retry_after=retry_after,
+        fix=_fix_for(status, response),
+    )
+
+
+def _fix_for(status: int, response: httpx.Response) -> str | None:
+    """What to do about an answer whose status alone tells: the key, the balance, the URL."""
+    try:
+        request: httpx.Request | None = response.request
+    except RuntimeError:  # a response built by hand, without its request
+        request = None
+    if status == 401:
+        where = f" for {request.url.scheme}://{request.url.netloc.decode()}" if request else ""
+        return (
+            f"check the API key (AIMLAPI_API_KEY, or the AimlApiCredentials block's api_key) "
+            f"is a valid AI/ML API key{where}"
+        )
+    if status in (402, 403):
+        return "top up the AI/ML API balance, or use a key whose account may run this model"
+    if status == 404 and request is not None and request.method == "POST":
+        # A POST goes to a fixed route: only a wrong root URL can make it unknown.
+        url = str(request.url.copy_with(query=None))
+        base = next(
+            (url.removesuffix(p) for p in (GENERATIONS_PATH, TTS_PATH) if url.endswith(p)), url
+        )
+        return (
+            f"check base_url ({base}): it must be the API's root, like {DEFAULT_BASE_URL}, "
+            f"without /v1 or /v2"
+        )
+    return None
 
 
 def _generation(response: httpx.Response) -> Generation:

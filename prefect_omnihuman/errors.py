@@ -108,6 +108,7 @@ class ApiError(OmniHumanError):
         message: The server's own message, as readable as the payload allowed.
         request_id: The server's request id, when it sent one.
         retry_after: Seconds the server asked us to wait (`Retry-After`), when it said.
+        fix: What to do about it, when the status alone says (a wrong key, an empty balance).
     """
 
     def __init__(
@@ -117,13 +118,18 @@ class ApiError(OmniHumanError):
         status_code: int,
         request_id: str | None = None,
         retry_after: float | None = None,
+        fix: str | None = None,
     ):
         self.status_code = status_code
         self.message = message
         self.request_id = request_id
         self.retry_after = retry_after
+        self.fix = fix
         suffix = f" (request id {request_id})" if request_id else ""
-        super().__init__(f"HTTP {status_code}: {message}{suffix}")
+        text = f"HTTP {status_code}: {message}{suffix}"
+        if fix:
+            text = f"{text.rstrip('. ')}. Fix: {fix}"
+        super().__init__(text)
 
 
 class AuthenticationError(ApiError):

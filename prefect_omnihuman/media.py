@@ -41,10 +41,12 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",
     "MIN_IMAGE_SIDE",
+    "SILENT_PEAK_DBFS",
     "AudioInfo",
     "ImageInfo",
     "MediaSource",
     "VideoInfo",
+    "check_audio_audible",
     "check_audio_length",
     "decode_audio",
     "probe_audio",
@@ -60,6 +62,9 @@ MediaSource: TypeAlias = str | os.PathLike[str] | bytes
 MIN_IMAGE_SIDE = 64
 MAX_IMAGE_SIDE = 8192
 MAX_IMAGE_PIXELS = 50_000_000
+#: A track whose loudest sample is quieter than this holds no voice to lip-sync. It is
+#: below preparation's silence test (`prep`), so whatever this refuses, that refuses too.
+SILENT_PEAK_DBFS = -70.0
 
 _IMAGE_FIX = "Use a JPEG or PNG portrait with a clearly visible face."
 _AUDIO_FIX = "Use a WAV, MP3, FLAC, M4A or OGG voice recording."
@@ -91,12 +96,16 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What `probe_audio` found; `duration` is in seconds, exact to the sample."""
+    """What `probe_audio` found; `duration` is in seconds, exact to the sample.
+
+    `peak` is the loudest sample's magnitude (1.0 = full scale), None when not measured.
+    """
 
     duration: float
     sample_rate: int
     channels: int
     codec: str
+    peak: float | None = None
 
 
 @dataclass(frozen=True)
@@ -281,9 +290,11 @@ def probe_audio(source: MediaSource, *, name: str | None = None) -> AudioInfo:
     container, stream = _open_audio(source, label)
     with container:
         decoded = Fraction(0)
+        peak = 0.0
         try:
             for frame in container.decode(stream):
                 decoded += Fraction(frame.samples, frame.sample_rate or stream.sample_rate)
+                peak = max(peak, _peak(frame))
         except av.FFmpegError as exc:
             raise InvalidAudioError(
                 f"could not be decoded ({_reason(exc)}).", source=label, fix=_AUDIO_FIX
@@ -297,7 +308,42 @@ def probe_audio(source: MediaSource, *, name: str | None = None) -> AudioInfo:
             sample_rate=stream.sample_rate,
             channels=stream.channels,
             codec=stream.codec.canonical_name,
+            peak=peak,
         )
+
+
+def _peak(frame: av.AudioFrame) -> float:
+    """The largest sample magnitude in a decoded frame, as a fraction of full scale."""
+    samples = frame.to_ndarray()
+    if samples.size == 0:
+        return 0.0
+    if np.issubdtype(samples.dtype, np.floating):
+        return float(np.max(np.abs(samples)))
+    if samples.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128
+        return float(np.max(np.abs(samples.astype(np.int16) - 128))) / 128
+    full_scale = float(2 ** (8 * samples.dtype.itemsize - 1))  # signed PCM: s16, s32, s64
+    return float(np.max(np.abs(samples.astype(np.int64)))) / full_scale
+
+
+def check_audio_audible(info: AudioInfo, *, name: str) -> None:
+    """Raise `InvalidAudioError` if the track holds only silence: no voice to lip-sync.
+
+    The API would take it and charge for a video of a face that never speaks.
+
+    Example:
+        >>> check_audio_audible(probe_audio("voice.wav"), name="voice.wav")  # doctest: +SKIP
+    """
+    if info.peak is None or info.peak >= 10 ** (SILENT_PEAK_DBFS / 20):
+        return
+    level = 20 * math.log10(info.peak) if info.peak > 0 else -math.inf
+    loudest = (
+        "every sample is zero" if info.peak == 0 else f"its loudest sample is {level:.0f} dBFS"
+    )
+    raise InvalidAudioError(
+        f"holds only silence ({loudest}): there is no voice to lip-sync.",
+        source=name,
+        fix="Check the recording has the voice in it (the right microphone, not muted).",
+    )
 
 
 def check_audio_length(info: AudioInfo, *, name: str, limit: float = MAX_AUDIO_SECONDS) -> None:

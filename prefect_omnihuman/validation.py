@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .media import check_audio_length, probe_audio, probe_image
+from .media import check_audio_audible, check_audio_length, probe_audio, probe_image
 from .models import MAX_AUDIO_SECONDS
 from .results import CheckedInputs, MediaCheck
 from .storage import MediaStorage, Source, display_name, is_local, read_source, sha256_hex
@@ -35,13 +35,14 @@ def check_audio(
     storage: MediaStorage | None = None,
     limit: float | None = MAX_AUDIO_SECONDS,
 ) -> MediaCheck:
-    """Read and decode the voice track and check it is under the API's 30 s limit.
+    """Read and decode the voice track, check it is not silent and under the API's 30 s limit.
 
     `limit=None` skips the length check (for narrations that will be split).
     """
     data = read_source(source, options=_options(source, storage))
     name = display_name(source)
     info = probe_audio(data, name=name)
+    check_audio_audible(info, name=name)
     if limit is not None:
         check_audio_length(info, name=name, limit=limit)
     return MediaCheck(

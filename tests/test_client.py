@@ -108,6 +108,26 @@ def test_wrong_key_fails_at_once_without_retries(
     assert emulator.stats().accepted_posts == 0
 
 
+def test_errors_the_status_explains_say_what_to_do(
+    emulator: Emulator, asset_host: AssetHost
+) -> None:
+    with make_client(emulator, key="sk-wrong") as client, pytest.raises(AuthenticationError) as key:
+        client.submit(**inputs(asset_host))
+    assert key.value.fix and "API key" in key.value.fix and emulator.url in key.value.fix
+    assert "sk-wrong" not in str(key.value)
+
+    # The API docs' example sets base_url to ".../v2": the POST then misses its route.
+    with (
+        OmniHumanClient(TEST_KEY, base_url=f"{emulator.url}/v2", retry=FAST_RETRY) as client,
+        pytest.raises(NotFoundError) as route,
+    ):
+        client.submit(**inputs(asset_host))
+    assert str(route.value).endswith(
+        f"Fix: check base_url ({emulator.url}/v2): it must be the API's root, like "
+        "https://api.aimlapi.com, without /v1 or /v2"
+    )
+
+
 def test_out_of_credits_is_its_own_error(emulator: Emulator, asset_host: AssetHost) -> None:
     from prefect_omnihuman.errors import InsufficientCreditsError
 
@@ -115,6 +135,7 @@ def test_out_of_credits_is_its_own_error(emulator: Emulator, asset_host: AssetHo
     with make_client(emulator) as client, pytest.raises(InsufficientCreditsError) as caught:
         client.submit(**inputs(asset_host))
     assert caught.value.status_code == 403
+    assert "Fix: top up the AI/ML API balance" in str(caught.value)
     assert emulator.stats().accepted_posts == 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -20,6 +21,7 @@ from prefect_omnihuman.errors import InvalidAudioError, InvalidImageError, Inval
 from prefect_omnihuman.media import (
     AudioInfo,
     VideoInfo,
+    check_audio_audible,
     check_audio_length,
     decode_audio,
     probe_audio,
@@ -158,7 +160,9 @@ def test_sample_voice_lasts_exactly_as_asked(tmp_path: Path, suffix: str, codec:
 def test_probe_audio_reads_a_48k_stereo_flac(tmp_path: Path) -> None:
     path = write_sample_voice(tmp_path / "studio.flac", seconds=2.5, sample_rate=48000, channels=2)
 
-    assert probe_audio(path) == AudioInfo(duration=2.5, sample_rate=48000, channels=2, codec="flac")
+    assert probe_audio(path) == AudioInfo(
+        duration=2.5, sample_rate=48000, channels=2, codec="flac", peak=pytest.approx(0.6, abs=0.01)
+    )
 
 
 def test_unusable_audio_is_rejected_naming_the_file(tmp_path: Path) -> None:
@@ -181,6 +185,31 @@ def test_unusable_audio_is_rejected_naming_the_file(tmp_path: Path) -> None:
 
     with pytest.raises(InvalidAudioError, match=r"^<bytes>: .*empty"):
         probe_audio(b"")
+
+
+@pytest.mark.parametrize("codec", ["pcm_u8", "pcm_s16le", "pcm_s32le", "pcm_f32le"])
+def test_silent_audio_is_refused_and_a_quiet_voice_is_not(tmp_path: Path, codec: str) -> None:
+    def wav(name: str, gain: float) -> Path:
+        mono = decode_audio(
+            write_sample_voice(tmp_path / "voice.wav", seconds=1.0), sample_rate=8000
+        )
+        path = tmp_path / name
+        with av.open(str(path), "w", format="wav") as out:
+            stream = cast(av.AudioStream, out.add_stream(codec, rate=8000))
+            stream.layout = "mono"
+            frame = av.AudioFrame.from_ndarray((mono * gain)[None, :], format="fltp", layout="mono")
+            frame.sample_rate = 8000
+            out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+        return path
+
+    quiet = probe_audio(wav("quiet.wav", 10 ** (-30 / 20) / 0.6))  # peaks at -30 dBFS
+    assert quiet.peak == pytest.approx(10 ** (-30 / 20), rel=0.05)
+    check_audio_audible(quiet, name="quiet.wav")
+
+    with pytest.raises(InvalidAudioError, match=r"^silent\.wav: holds only silence") as caught:
+        check_audio_audible(probe_audio(wav("silent.wav", 0.0)), name="silent.wav")
+    assert caught.value.fix and "voice" in caught.value.fix
 
 
 def test_check_audio_length_refuses_31_seconds(tmp_path: Path) -> None:
