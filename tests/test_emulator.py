@@ -301,6 +301,17 @@ def test_the_completion_moment_does_not_depend_on_polling(
         assert completed_at < time.time() - 0.25
 
 
+def test_the_acceptance_moment_is_reported(assets: AssetHost, http: httpx.Client) -> None:
+    with make_emulator() as api:
+        before = time.time()
+        generation_id = submit(http, api, body(assets)).json()["id"]
+        after = time.time()
+        accepted_at = api.stats().accepted_at
+
+    assert list(accepted_at) == [generation_id]
+    assert before <= accepted_at[generation_id] <= after
+
+
 # -- limits -----------------------------------------------------------------------------------
 
 

@@ -118,6 +118,9 @@ class EmulatorStats(BaseModel):
         0, description="POSTs answered 429 because the key was at `max_concurrent_per_key`."
     )
     downloads: int = Field(0, description="Video downloads started (GET, 200).")
+    accepted_at: dict[str, float] = Field(
+        default_factory=dict, description="Generation id -> wall-clock time it was accepted."
+    )
     completed_at: dict[str, float] = Field(
         default_factory=dict, description="Generation id -> wall-clock time it completed."
     )
@@ -331,6 +334,7 @@ class EmulatorState:
             stats = self._stats.model_copy(deep=True)
             for job in self._jobs.values():
                 stats.generations[job.id] = job.status(now)
+                stats.accepted_at[job.id] = job.accepted_at
                 done = job.completed_at(now)
                 if done is not None:
                     stats.completed_at[job.id] = done
