@@ -83,7 +83,12 @@ def transport_error(exc: httpx.TransportError) -> TransportError:
     sent = not isinstance(exc, _NOT_SENT)
     detail = str(exc) or type(exc).__name__
     where = "before the request was sent" if not sent else "after the request was sent"
-    return TransportError(f"{type(exc).__name__} {where}: {detail}", sent=sent)
+    try:
+        # Without the query: a presigned video URL's signature stays out of messages.
+        target = f" ({exc.request.method} {exc.request.url.copy_with(query=None)})"
+    except RuntimeError:  # raised without its request
+        target = ""
+    return TransportError(f"{type(exc).__name__} {where}{target}: {detail}", sent=sent)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -252,10 +252,12 @@ def test_expired_video_url_is_a_named_error(
 
 
 def test_refused_connection_is_retried_because_nothing_was_sent() -> None:
-    client = OmniHumanClient(TEST_KEY, base_url=f"http://127.0.0.1:{free_port()}", retry=FAST_RETRY)
+    base_url = f"http://127.0.0.1:{free_port()}"
+    client = OmniHumanClient(TEST_KEY, base_url=base_url, retry=FAST_RETRY)
     with client, pytest.raises(TransportError) as caught:
         client.submit(image_url="http://127.0.0.1:9/a.png", audio_url="http://127.0.0.1:9/a.wav")
     assert caught.value.sent is False
+    assert f"(POST {base_url}/v2/video/generations)" in str(caught.value)  # which URL failed
 
 
 def test_the_key_never_reaches_logs_reprs_or_errors(
