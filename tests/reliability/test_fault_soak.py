@@ -31,7 +31,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+from prefect.settings import (
+    PREFECT_CLIENT_MAX_RETRIES,
+    PREFECT_LOGGING_TO_API_ENABLED,
+    temporary_settings,
+)
 
 from prefect_omnihuman import AimlApiCredentials, BatchResult, MediaStorage, omnihuman_batch
 from prefect_omnihuman.client import OmniHumanClient
@@ -171,7 +175,11 @@ def test_a_batch_delivers_every_row_through_thirty_percent_faults_and_pays_once(
     staging.mkdir()
     limit = f"omnihuman-soak-{emulator.port}"
     credentials = AimlApiCredentials(api_key=TEST_KEY, base_url=emulator.url)
-    settings = temporary_settings({PREFECT_LOGGING_TO_API_ENABLED: False})  # fewer API calls
+    # The soak's faults are the AI/ML API's; the test harness's SQLite server answers 503
+    # itself when a loaded machine runs 8 rows at once, so its client retries longer.
+    settings = temporary_settings(
+        {PREFECT_LOGGING_TO_API_ENABLED: False, PREFECT_CLIENT_MAX_RETRIES: 10}
+    )
     with another_client_fills_the_cap(emulator, asset_host), AssetHost(staging) as public:
         for route in (*PAID_ROUTES, *FREE_ROUTES):
             for kind, status in every_fault(route):
@@ -226,10 +234,7 @@ def test_a_batch_delivers_every_row_through_thirty_percent_faults_and_pays_once(
 
     # The faults really happened: every kind and status in the set, on every route ...
     for route in (*PAID_ROUTES, *FREE_ROUTES):
-        seen = {
-            (kind, int(status) if kind == "server_error" else None)
-            for kind, status in injected(stats, route)
-        }
+        seen = set(injected(stats, route))
         assert seen == set(every_fault(route)), (route, seen)
     assert stats.limited_posts > 0, "the emulator's concurrency cap never answered 429"
     # ... and at the soak's rate (measured on the status polls, the most numerous).
@@ -238,7 +243,7 @@ def test_a_batch_delivers_every_row_through_thirty_percent_faults_and_pays_once(
     assert 0.2 <= faulted / (faulted + polls) <= 0.4, (faulted, polls)
 
 
-def injected(stats: EmulatorStats, route: str) -> Iterator[tuple[str, str | None]]:
+def injected(stats: EmulatorStats, route: str) -> Iterator[tuple[str, int | None]]:
     """(kind, status) of the faults applied on `route`; statuses for server errors."""
     for label in stats.faults_injected:
         kind, where = label.split("/")
@@ -247,7 +252,7 @@ def injected(stats: EmulatorStats, route: str) -> Iterator[tuple[str, str | None
     for label in stats.server_errors:
         where, status = label.split("/")
         if where == route:
-            yield "server_error", status
+            yield "server_error", int(status)
 
 
 def summary(stats: EmulatorStats, rows: int, texts: int, runtime: float) -> str:

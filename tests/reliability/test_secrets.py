@@ -1,4 +1,9 @@
-"""No secret in any log record, artifact, persisted result, flow-run record, CLI output or error."""
+"""No secret in any log record, artifact, persisted result, flow-run record, CLI output or error.
+
+The single-video flow, the batch flow (a voice row and a text row, so the narrated flow
+and text-to-speech too) and the CLI run at DEBUG with S3 staging on moto; the CLI and a
+second flow run use a wrong key, and their output and exception text are scanned.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,20 @@ import logging
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.logging.handlers import APILogWorker
 
-from prefect_omnihuman import AimlApiCredentials, MediaStorage, omnihuman_video
+from prefect_omnihuman import (
+    AimlApiCredentials,
+    BatchResult,
+    MediaStorage,
+    omnihuman_batch,
+    omnihuman_video,
+)
 from prefect_omnihuman.emulator import Emulator
 from prefect_omnihuman.errors import AuthenticationError
 from prefect_omnihuman.media import write_sample_voice
@@ -54,6 +66,39 @@ def persisted_files() -> list[str]:
     ]
 
 
+def run_batch_with_a_spoken_row(
+    s3: S3,
+    storage: MediaStorage,
+    credentials: AimlApiCredentials,
+    samples: Path,
+    tmp_path: Path,
+) -> BatchResult:
+    """The batch flow over a manifest in S3: one voice row, one text row (the narrated flow)."""
+    prefix = f"{s3.bucket}/secrets-batch"
+    fs = s3.fs()
+    fs.put_file(str(samples / "portrait.png"), f"{prefix}/ada.png")
+    fs.put_file(str(write_sample_voice(tmp_path / "batch.wav", seconds=2.2)), f"{prefix}/ada.wav")
+    rows = [
+        "image,audio,text,out,voice,tts_model",
+        "ada.png,ada.wav,,videos/voice.mp4,,",
+        'ada.png,,"Hello, and welcome.",videos/text.mp4,nova,openai/tts-1',
+    ]
+    fs.pipe(f"{prefix}/batch.csv", ("\n".join(rows) + "\n").encode())
+    state = omnihuman_batch(
+        f"s3://{prefix}/batch.csv",
+        credentials=credentials,
+        storage=storage,
+        concurrency=2,
+        limit_name=f"omnihuman-secrets-{uuid.uuid4().hex[:8]}",
+        polling=FAST_POLL,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert isinstance(result, BatchResult)
+    return result
+
+
 def test_no_secret_reaches_logs_artifacts_results_or_errors(
     prefect_api: str,
     emulator: Emulator,
@@ -75,6 +120,8 @@ def test_no_secret_reaches_logs_artifacts_results_or_errors(
     emulator.inject("rate_limit", route="post")
     emulator.inject("drop_connection", route="get")
     result = omnihuman_video(credentials=credentials, **arguments)
+    batch = run_batch_with_a_spoken_row(s3, storage, credentials, samples, tmp_path)
+    assert emulator.stats().accepted_tts == 1  # the text row went through text-to-speech
     errors: list[str] = []
     with pytest.raises(AuthenticationError) as caught:
         omnihuman_video(
@@ -106,9 +153,7 @@ def test_no_secret_reaches_logs_artifacts_results_or_errors(
             "--out",
             str(tmp_path / "cli.mp4"),
             "--stage",
-            str(tmp_path / "staging"),
-            "--stage-public-url",
-            "http://127.0.0.1:9/",
+            f"s3://{s3.bucket}/secrets-cli",  # staged with the secret from the environment
             "--verbose",
         ],
         env=env,
@@ -121,6 +166,7 @@ def test_no_secret_reaches_logs_artifacts_results_or_errors(
 
     texts = [
         result.model_dump_json(),
+        batch.model_dump_json(),
         repr(credentials),
         repr(storage),
         cli.stdout,
