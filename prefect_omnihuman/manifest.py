@@ -37,6 +37,7 @@ KNOWN_COLUMNS = ("image", "audio", "text", "out", "voice", "tts_model", "model")
 PATH_COLUMNS = ("image", "audio", "out")
 #: Request fields the batch fills in itself; a column may not override them.
 RESERVED_PARAMS = frozenset({"image_url", "audio_url", "model_params"})
+_JSONL_FIX = 'write one JSON object per line, like {"image": "ada.png", "audio": "ada.wav"}'
 
 
 class ManifestRow(BaseModel):
@@ -173,7 +174,12 @@ def _csv_records(text: str, source: str) -> list[dict[str, Any] | Exception]:
         if not any((value or "").strip() for value in raw.values() if isinstance(value, str)):
             continue  # blank line
         if None in raw:
-            records.append(ManifestError("more cells than header columns"))
+            records.append(
+                ManifestError(
+                    "more cells than header columns",
+                    fix="quote cells that hold commas, or name the extra column in the header",
+                )
+            )
             continue
         records.append(
             {
@@ -203,10 +209,10 @@ def _jsonl_records(text: str) -> list[dict[str, Any] | Exception]:
         try:
             value = json.loads(line)
         except ValueError as error:
-            records.append(ManifestError(f"not valid JSON ({error.args[0]})"))
+            records.append(ManifestError(f"not valid JSON ({error.args[0]})", fix=_JSONL_FIX))
             continue
         if not isinstance(value, dict):
-            records.append(ManifestError("a JSONL row must be a JSON object"))
+            records.append(ManifestError("a JSONL row must be a JSON object", fix=_JSONL_FIX))
             continue
         records.append({key: item for key, item in value.items() if item not in (None, "")})
     return records
@@ -218,7 +224,11 @@ def _row(number: int, record: dict[str, Any], source: str) -> ManifestRow:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise ManifestError(f"{column} must be text, not {value!r}", row=number)
+            raise ManifestError(
+                f"{column} must be text, not {value!r}",
+                row=number,
+                fix=f'write {column} as a quoted string, e.g. "{column}": "..."',
+            )
         return value.strip() or None
 
     image, audio, text = text_of("image"), text_of("audio"), text_of("text")
@@ -232,7 +242,9 @@ def _row(number: int, record: dict[str, Any], source: str) -> ManifestRow:
         )
     nested = record.get("model_params") or {}
     if not isinstance(nested, dict):
-        raise ManifestError("model_params must be a JSON object", row=number)
+        raise ManifestError(
+            "model_params must be a JSON object", row=number, fix='write it like {"seed": 42}'
+        )
     params = dict(nested)
     params.update({key: value for key, value in record.items() if key not in KNOWN_COLUMNS})
     params.pop("model_params", None)

@@ -82,6 +82,7 @@ def test_every_bad_row_becomes_a_typed_readable_problem_and_good_rows_stay() -> 
     problems = {problem.row: problem for problem in parsed.problems}
     assert sorted(problems) == [2, 3, 4, 5, 6, 7]
     assert all(problem.error_type == "ManifestError" for problem in problems.values())
+    assert all("Fix:" in problem.message for problem in problems.values())  # says what to do
     assert "no image" in problems[2].message
     assert "exactly one of audio and text" in problems[3].message
     assert "not valid JSON" in problems[4].message

@@ -277,7 +277,7 @@ CORPUS: dict[str, Bad] = {
         tiny_image, InvalidImageError, ("thumb.png", "40x40", "at least 64 px")
     ),
     "wav-named-png": Bad(wav_named_png, InvalidImageError, ("face.png", "not an image", "Fix:")),
-    "png-named-wav": Bad(png_named_wav, InvalidAudioError, ("voice.wav", "Fix:")),
+    "png-named-wav": Bad(png_named_wav, InvalidAudioError, ("voice.wav", "no audio", "Fix:")),
     "missing-file": Bad(
         missing_file, InputError, ("nowhere.wav", "no such file", "check the path")
     ),
@@ -288,7 +288,10 @@ CORPUS: dict[str, Bad] = {
     ),
     "url-404": Bad(url_404, InputError, ("missing-take.wav", "HTTP 404", "Fix:")),
     "s3-wrong-credentials": Bad(
-        s3_wrong_credentials, InputError, ("raw/portrait.png", "credentials"), s3=True
+        s3_wrong_credentials,
+        InputError,
+        ("raw/portrait.png", "access denied", "storage credentials"),
+        s3=True,
     ),
     "s3-missing-bucket": Bad(
         s3_missing_bucket, InputError, ("no-such-bucket-77", "bucket exists"), s3=True
@@ -381,7 +384,9 @@ def test_a_bad_input_is_a_readable_typed_error_before_any_paid_post(
         assert files_under(world.staging) == []  # nothing uploaded before it was checked
     if bad.s3:
         s3 = world.needs_s3()
-        assert not [key for key in s3.fs().find(s3.bucket) if "/stage/" in key]
+        # Nothing staged or delivered under the storage prefixes the s3 cases use.
+        keys = s3.fs().find(s3.bucket)
+        assert not [key for key in keys if key.split("/")[1] in ("stage", "bad-creds")]
 
 
 # -- odd inputs that are fine --------------------------------------------------------------------
@@ -532,9 +537,9 @@ def test_batch_finishes_the_good_rows_and_reports_each_bad_one(
     }
     expected = {
         2: ("ManifestError", "no image", "Fix:"),
-        3: ("ManifestError", "exactly one of audio and text"),
+        3: ("ManifestError", "exactly one of audio and text", "Fix:"),
         4: ("ManifestError", "row 1's destination", "Fix:"),
-        5: ("ManifestError", "more cells than header columns"),
+        5: ("ManifestError", "more cells than header columns", "Fix:"),
         6: ("InvalidAudioError", "notes.mp3", "Fix:"),
         7: ("InputError", "gone.png", "no such file"),
     }
