@@ -8,9 +8,11 @@ uploaded once; delivery is atomic, so a destination holds a whole video or nothi
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import os
 import re
+import socket
 import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
@@ -317,13 +319,45 @@ def spool_file_for(destination: str) -> Path:
         target = local_path(destination)
         target.parent.mkdir(parents=True, exist_ok=True)
         folder = target.parent
-        prefix = f".{target.name}."
+        sweep_abandoned_spools(target)
+        prefix = f".{target.name}.{_spool_owner()}."
     else:
         folder = Path(tempfile.gettempdir())
         prefix = "omnihuman-"
     handle, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
     os.close(handle)
     return Path(name)
+
+
+def _spool_owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def sweep_abandoned_spools(target: Path) -> list[Path]:
+    """Delete the spool files a killed process of this host left beside `target`.
+
+    A spool's name carries its writer's host and pid; one whose process is gone
+    can never be finished, so the next delivery to the same place removes it.
+    Returns what was removed.
+    """
+    owner_prefix = f".{target.name}.{socket.gethostname()}-"
+    removed: list[Path] = []
+    for spool in target.parent.glob(f"{glob.escape(owner_prefix)}*.part"):
+        pid = spool.name[len(owner_prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            spool.unlink(missing_ok=True)
+            removed.append(spool)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def stamp_of(destination: str, options: dict[str, Any] | None = None) -> str | None:

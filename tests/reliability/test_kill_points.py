@@ -294,8 +294,9 @@ def play_round(round_: Round, portrait: Path, prefect_api: str) -> Round:
     recorded = records_naming(list(stats.accepted_at), round_.started_at)
     round_.windows_ms = [(mtime - stats.accepted_at[gid]) * 1000 for gid, mtime in recorded.items()]
     round_.reconnected = any(gid.split(":")[0] in rerun.stderr for gid in round_.recorded_at_kill)
-    # Reported, not failed: a download spool of the killed run stays (the re-run has its own).
+    # The re-run sweeps the killed run's download spool: only the video stays.
     round_.leftovers = sorted(p.name for p in round_.out.parent.iterdir() if p != round_.out)
+    assert not round_.leftovers, f"{round_.name}: left beside the video: {round_.leftovers}"
     round_.seconds = time.monotonic() - began
     return round_
 
