@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY := false
 
-.PHONY: install demo test lint typecheck clean
+.PHONY: install demo test test-long lint typecheck clean
 
 # constraints.txt pins the versions the suite was last run with, so every machine installs the same.
 $(INSTALLED): pyproject.toml constraints.txt
@@ -34,6 +34,10 @@ typecheck: $(INSTALLED)
 
 test: lint typecheck
 	$(BIN)/pytest -q
+
+# The reliability suite at full size (100-generation soak, 16 kills): about 10 minutes.
+test-long: $(INSTALLED)
+	$(BIN)/pytest -q tests/reliability --long
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

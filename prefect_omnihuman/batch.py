@@ -1,10 +1,12 @@
 """The batch flow: a manifest of rows in, one stored video per good row out.
 
 Each row runs the reusable flow (`omnihuman_video`, or `omnihuman_narrated_video`
-for text rows) as a subflow named `row-N`. Rows run in a thread pool of `concurrency`
-threads, and each holds one slot of a Prefect global concurrency limit
-(`omnihuman-generations` by default) while it generates, so every flow run on every
-worker that uses the same limit shares one ceiling of generations in flight.
+for text rows) as a subflow named `row-N`. A row holds one of the run's `concurrency`
+slots and one slot of a Prefect global concurrency limit (`omnihuman-generations` by
+default) only while its generation is on the API (see `gate.py`), so every flow run on
+every worker that uses the same limit shares one ceiling of generations in flight, and
+the rows' own work (validation, staging, speech, delivery, Prefect's bookkeeping)
+overlaps the generations: the row pool has more threads than slots.
 
 The subflows run in plain threads (with the flow's context copied), not inside
 tasks: a task's transaction would adopt the subflow's task transactions, so a
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -36,7 +39,6 @@ from prefect.artifacts import (
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State
-from prefect.concurrency.sync import concurrency as concurrency_slot
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_run_logger
 from prefect.results import ResultStore, get_result_store
@@ -54,12 +56,16 @@ from .client import DEFAULT_WAIT_TIMEOUT
 from .credentials import AimlApiCredentials
 from .errors import InputError, ManifestError, OmniHumanError
 from .flows import omnihuman_narrated_video, omnihuman_video
+from .gate import GenerationGate, gated_by
 from .manifest import Manifest, ManifestRow, RowProblem, read_manifest
 from .polling import PollSchedule
 from .resolve import resolve_credentials, resolve_storage
 from .results import OmniHumanResult
 from .storage import MediaStorage
 from .tasks import submission_cache_key, submit_generation
+
+#: Rows a run prepares (or delivers) beyond the ones holding a slot, so slots never idle.
+ROW_THREADS_AHEAD = 8
 
 #: The global concurrency limit every batch shares unless told otherwise.
 GENERATIONS_LIMIT = "omnihuman-generations"
@@ -213,15 +219,16 @@ def generate_row(
     row: ManifestRow,
     credentials: AimlApiCredentials,
     storage: MediaStorage | None,
-    limit_name: str = GENERATIONS_LIMIT,
+    gate: GenerationGate,
     timeout: float = DEFAULT_WAIT_TIMEOUT,
     polling: PollSchedule | None = None,
 ) -> OmniHumanResult:
-    """One row's video, made while holding a slot of the concurrency limit `limit_name`.
+    """One row's video; its generation waits for a slot of `gate` (this run's and the
+    global limit's) and holds it from the POST to completion.
 
     Call it inside a flow run (the row's pipeline becomes a subflow `row-N`).
     """
-    with concurrency_slot(limit_name, occupy=1, strict=True):
+    with gated_by(gate):
         if row.narrated:
             return _narrate(row, credentials, storage, timeout, polling)
         return omnihuman_video.with_options(flow_run_name=f"row-{row.row}")(
@@ -400,7 +407,9 @@ def omnihuman_batch(
     )
     _notify(None, len(outcomes), total)
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="omnihuman-row") as pool:
+    gate = GenerationGate(limit_name, threading.BoundedSemaphore(concurrency))
+    threads = concurrency + min(concurrency, ROW_THREADS_AHEAD)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="omnihuman-row") as pool:
         futures: dict[Future[OmniHumanResult], ManifestRow] = {
             # Each thread gets its own copy of this flow run's context (Prefect's own
             # thread pool task runner does the same).
@@ -410,7 +419,7 @@ def omnihuman_batch(
                 row,
                 creds,
                 store,
-                limit_name,
+                gate,
                 timeout,
                 polling,
             ): row

@@ -13,6 +13,7 @@ from prefect.logging import get_run_logger
 from .client import DEFAULT_WAIT_TIMEOUT
 from .credentials import AimlApiCredentials
 from .errors import InputError, StagingRequiredError
+from .gate import generation_slot
 from .input_tasks import prepare_audio, prepare_image, synthesize_speech
 from .models import DEFAULT_MODEL, DEFAULT_TTS_MODEL, MAX_AUDIO_SECONDS, VideoGenerationRequest
 from .polling import PollSchedule
@@ -151,20 +152,22 @@ def omnihuman_video(
         model=model, image_url=image_asset.url, audio_url=audio_asset.url, **params
     )
     submit = submit_generation.with_options(refresh_cache=True) if force_new else submit_generation
-    state = submit(
-        request, creds, fingerprint, checked.audio.duration, force_new, return_state=True
-    )
-    submitted = state.result()
-    reused = state.is_completed() and state.name == "Cached"
-    if reused:
-        logger.info("Reconnected to generation %s (no new charge)", submitted.generation.id)
-    mark = lap("submit", mark)
+    with generation_slot():
+        state = submit(
+            request, creds, fingerprint, checked.audio.duration, force_new, return_state=True
+        )
+        submitted = state.result()
+        reused = state.is_completed() and state.name == "Cached"
+        if reused:
+            logger.info("Reconnected to generation %s (no new charge)", submitted.generation.id)
+        mark = lap("submit", mark)
 
-    # An async task: submitted to the task runner so this sync flow can wait on it.
-    completed = cast(
-        SubmittedGeneration, poll_generation.submit(submitted, creds, timeout, polling).result()
-    )
-    mark = lap("wait", mark)
+        # An async task: submitted to the task runner so this sync flow can wait on it.
+        completed = cast(
+            SubmittedGeneration,
+            poll_generation.submit(submitted, creds, timeout, polling).result(),
+        )
+        mark = lap("wait", mark)
 
     delivered = download_video(completed, destination, creds, store)
     options = store.options_for(destination) if store else None

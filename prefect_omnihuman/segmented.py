@@ -28,6 +28,7 @@ from prefect.logging import get_run_logger
 
 from .credentials import AimlApiCredentials
 from .errors import StagingRequiredError
+from .gate import generation_slot
 from .models import VideoGenerationRequest
 from .narration import Segment, split_narration, stitch_videos
 from .polling import PollSchedule
@@ -237,17 +238,20 @@ def generate_segmented(
         submitted: list[PrefectFuture[Any]] = []
         polled: list[PrefectFuture[Any]] = []
         delivered: list[PrefectFuture[Any]] = []
-        for request, part, seconds in requests:
-            # Futures: the parts are generated at the same time, each through the usual tasks.
-            submitted.append(
-                submit.submit(request, credentials, part, seconds, force_new=force_new)
-            )
-            upstream = cast(Any, submitted[-1])  # Prefect resolves a future to its result
-            polled.append(poll_generation.submit(upstream, credentials, timeout, polling))
-            target = storage.url_for(f"videos/parts/{part[:24]}.mp4")
-            waited = cast(Any, polled[-1])
-            delivered.append(download_video.submit(waited, target, credentials, storage))
-        wait([*submitted, *polled, *delivered])
+        # In a batch the parts share the row's one slot, as the row's one narration.
+        with generation_slot():
+            for request, part, seconds in requests:
+                # Futures: the parts are generated at once, each through the usual tasks.
+                submitted.append(
+                    submit.submit(request, credentials, part, seconds, force_new=force_new)
+                )
+                upstream = cast(Any, submitted[-1])  # Prefect resolves a future to its result
+                polled.append(poll_generation.submit(upstream, credentials, timeout, polling))
+                target = storage.url_for(f"videos/parts/{part[:24]}.mp4")
+                waited = cast(Any, polled[-1])
+                delivered.append(download_video.submit(waited, target, credentials, storage))
+            wait([*submitted, *polled])
+        wait(delivered)
         mark = time.perf_counter()
         timings["generate"] = round(mark - started - timings["split"], 3)
 
