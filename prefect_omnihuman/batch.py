@@ -6,7 +6,8 @@ slots and one slot of a Prefect global concurrency limit (`omnihuman-generations
 default) only while its generation is on the API (see `gate.py`), so every flow run on
 every worker that uses the same limit shares one ceiling of generations in flight, and
 the rows' own work (validation, staging, speech, delivery, Prefect's bookkeeping)
-overlaps the generations: the row pool has more threads than slots.
+overlaps the generations: the row pool has more threads than slots. Rows start
+longest first (`schedule.py`).
 
 The subflows run in plain threads (with the flow's context copied), not inside
 tasks: a task's transaction would adopt the subflow's task transactions, so a
@@ -61,6 +62,7 @@ from .manifest import Manifest, ManifestRow, RowProblem, read_manifest
 from .polling import PollSchedule
 from .resolve import resolve_credentials, resolve_storage
 from .results import OmniHumanResult
+from .schedule import longest_first
 from .storage import MediaStorage
 from .tasks import submission_cache_key, submit_generation
 
@@ -384,6 +386,7 @@ def omnihuman_batch(
         bad_rows = {problem.row for problem in bad}
         runnable = [row for row in runnable if row.row not in bad_rows]
 
+    runnable = longest_first(runnable)
     slots = ensure_generation_limit(limit_name, concurrency)
     logger.info(
         "Running %d row(s), %d at a time in this run; limit %r has %d slot(s) for all runs",
