@@ -32,8 +32,9 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
+# Two pytest workers: most tests wait on servers, so this halves the run on 2 cores.
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 # The reliability suite at full size (100-generation soak, 16 kills): about 10 minutes.
 test-long: $(INSTALLED)
