@@ -46,6 +46,7 @@ from .errors import (
     RateLimitError,
     ResultExpiredError,
     ServerError,
+    SpeechDownloadError,
     TransportError,
 )
 from .models import (
@@ -633,7 +634,10 @@ class OmniHumanClient(_Protocol):
                 except httpx.TransportError as exc:
                     raise transport_error(exc) from None
 
-            speech = self._retrying("Download of the speech", fetch, is_transient)
+            try:
+                speech = self._retrying("Download of the speech", fetch, is_transient)
+            except (ApiError, TransportError) as error:
+                raise SpeechDownloadError(str(error)) from None
         return _speech_logged(self, speech, model)
 
 
@@ -832,5 +836,8 @@ class AsyncOmniHumanClient(_Protocol):
                 except httpx.TransportError as exc:
                     raise transport_error(exc) from None
 
-            speech = await self._retrying("Download of the speech", fetch, is_transient)
+            try:
+                speech = await self._retrying("Download of the speech", fetch, is_transient)
+            except (ApiError, TransportError) as error:
+                raise SpeechDownloadError(str(error)) from None
         return _speech_logged(self, speech, model)

@@ -189,6 +189,21 @@ class AmbiguousSubmissionError(OmniHumanError):
         )
 
 
+class SpeechDownloadError(OmniHumanError):
+    """Speech was made (and paid for) but its audio could not be downloaded.
+
+    Not retried by the speech task: a retry would pay for the speech again.
+    """
+
+    def __init__(self, cause: str):
+        self.cause = cause
+        super().__init__(
+            f"The text-to-speech service made (and charged) the speech, but its audio could "
+            f"not be downloaded after every retry ({cause}). Fix: re-run when the service is "
+            f"reachable again; that pays for the speech once more."
+        )
+
+
 class GenerationFailedError(OmniHumanError):
     """The generation ended in status `error`. Not retried: the same inputs fail again.
 

@@ -28,6 +28,7 @@ from prefect_omnihuman.errors import (
     InvalidAudioError,
     InvalidImageError,
     InvalidRequestError,
+    SpeechDownloadError,
     StagingRequiredError,
 )
 from prefect_omnihuman.media import probe_audio, probe_video, write_sample_portrait
@@ -241,6 +242,23 @@ def test_a_lost_tts_answer_is_not_paid_for_again_on_a_rerun(
     assert emulator.stats().accepted_tts == 1
     assert speak(force_new=True).duration > 0
     assert emulator.stats().accepted_tts == 2
+
+
+def test_speech_whose_download_keeps_failing_is_not_paid_for_twice(
+    emulator: Emulator, prefect_api: str, staging: MediaStorage
+) -> None:
+    credentials = credentials_for(emulator)
+
+    @flow
+    def speak() -> SynthesizedSpeech:
+        return synthesize_speech("Paid, then unreachable.", credentials, staging)
+
+    emulator.inject("rate_limit", route="download", times=6)  # every attempt of the GET
+    with pytest.raises(SpeechDownloadError, match="charged"):
+        speak()
+    stats = emulator.stats()
+    assert stats.accepted_tts == 1  # the task did not retry the paid POST
+    assert stats.faults_injected == {"rate_limit/download": 6}
 
 
 @pytest.mark.parametrize("tts_model", ["openai/gpt-4o-mini-tts", "deepgram/aura-2"])
