@@ -36,7 +36,7 @@ typecheck: $(INSTALLED)
 test: lint typecheck
 	$(BIN)/pytest -q -n 2
 
-# The reliability suite at full size (100-generation soak, 16 kills): about 10 minutes.
+# The reliability suite at full size (100-row soak, 16 kills): about 5 minutes on 2 cores.
 test-long: $(INSTALLED)
 	$(BIN)/pytest -q tests/reliability --long
 
