@@ -30,20 +30,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from _offline import go_offline
+
 if __name__ == "__main__":
-    # Offline, and a Prefect home of its own: set before anything imports Prefect.
-    os.environ.update(
-        {
-            "PREFECT_HOME": tempfile.mkdtemp(prefix="omnihuman-makespan-prefect-"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
-            "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
-            "PREFECT_SERVER_UI_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
-        }
-    )
-    os.environ.pop("PREFECT_API_URL", None)
-    os.environ.pop("PREFECT_API_KEY", None)
+    go_offline("makespan")  # before anything imports Prefect
 
 import argparse
 import contextlib

@@ -29,20 +29,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from _offline import go_offline
+
 if __name__ == "__main__":
-    # Offline, and a Prefect home of its own: set before anything imports Prefect.
-    PREFECT_HOME = Path(tempfile.mkdtemp(prefix="omnihuman-cost-prefect-"))
-    os.environ.update(
-        {
-            "PREFECT_HOME": str(PREFECT_HOME),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
-            "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
-            "PREFECT_SERVER_UI_ENABLED": "false",
-        }
-    )
-    os.environ.pop("PREFECT_API_URL", None)
-    os.environ.pop("PREFECT_API_KEY", None)
+    go_offline("cost")  # before anything imports Prefect
 
 import argparse
 import logging
