@@ -60,11 +60,11 @@ from prefect.logging.handlers import APILogWorker
 from pydantic import SecretStr
 
 from prefect_omnihuman import AimlApiCredentials, BatchResult, MediaStorage
-from prefect_omnihuman.batch import RowOutcome, omnihuman_batch, watch_batch
+from prefect_omnihuman.api.polling import PollSchedule
+from prefect_omnihuman.batch.batch_flow import RowOutcome, omnihuman_batch, watch_batch
 from prefect_omnihuman.emulator import EmulatorConfig
 from prefect_omnihuman.emulator.state import EmulatorStats
-from prefect_omnihuman.media import write_sample_portrait, write_sample_voice
-from prefect_omnihuman.polling import PollSchedule
+from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_SCRIPT = ROOT / "tests" / "seed_example.py"

@@ -45,12 +45,15 @@ from dataclasses import dataclass
 from _support import EmulatorProcess, verdict
 from pydantic import SecretStr
 
-from prefect_omnihuman.client import OmniHumanClient
+from prefect_omnihuman.api.client import OmniHumanClient
+from prefect_omnihuman.api.models import Generation
+from prefect_omnihuman.api.polling import PollSchedule
 from prefect_omnihuman.emulator import EmulatorConfig
-from prefect_omnihuman.media import probe_video, write_sample_portrait, write_sample_voice
-from prefect_omnihuman.models import Generation
-from prefect_omnihuman.polling import PollSchedule
-from prefect_omnihuman.tasks import _checked_video  # the download task's own MP4 check
+from prefect_omnihuman.media.probe import probe_video
+from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice
+from prefect_omnihuman.workflows.generation_tasks import (
+    _checked_video,  # the download task's own MP4 check
+)
 
 KEY = "sk-benchmark-cost"
 TIME_SCALE = 0.05

@@ -42,12 +42,12 @@ from typing import Any
 
 from _support import EmulatorProcess, quantile, verdict
 
-from prefect_omnihuman.client import AsyncOmniHumanClient
+from prefect_omnihuman.api.client import AsyncOmniHumanClient
+from prefect_omnihuman.api.models import Generation, Phase
+from prefect_omnihuman.api.polling import PollSchedule
 from prefect_omnihuman.emulator import EmulatorConfig
 from prefect_omnihuman.emulator.state import EmulatorStats
-from prefect_omnihuman.media import write_sample_portrait, write_sample_voice
-from prefect_omnihuman.models import Generation, Phase
-from prefect_omnihuman.polling import PollSchedule
+from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_SCRIPT = ROOT / "tests" / "seed_example.py"

@@ -25,7 +25,7 @@ from prefect_omnihuman import (
     prepare_audio,
     prepare_image,
 )
-from prefect_omnihuman.resolve import credentials_from, polling_capped, storage_from
+from prefect_omnihuman.workflows.block_loading import credentials_from, polling_capped, storage_from
 
 
 @flow(name="long-narration")

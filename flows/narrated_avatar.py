@@ -23,7 +23,7 @@ from prefect_omnihuman import (
     DEFAULT_TTS_MODEL,
     omnihuman_narrated_video,
 )
-from prefect_omnihuman.resolve import credentials_from, polling_capped, storage_from
+from prefect_omnihuman.workflows.block_loading import credentials_from, polling_capped, storage_from
 
 
 @flow(name="narrated-avatar")

@@ -1,14 +1,20 @@
 """Prefect integration for ByteDance OmniHuman 1.5 talking-avatar videos on the AI/ML API."""
 
-from .batch import BatchResult, RowOutcome, omnihuman_batch
-from .client import AsyncOmniHumanClient, OmniHumanClient
-from .credentials import AimlApiCredentials
-from .flows import omnihuman_narrated_video, omnihuman_video
-from .input_tasks import prepare_audio, prepare_image, synthesize_speech
-from .models import DEFAULT_TTS_MODEL, Generation, Phase, VideoGenerationRequest
+from .api.client import AsyncOmniHumanClient, OmniHumanClient
+from .api.models import DEFAULT_TTS_MODEL, Generation, Phase, VideoGenerationRequest
+from .batch.batch_flow import BatchResult, RowOutcome, omnihuman_batch
 from .results import OmniHumanResult, SynthesizedSpeech
-from .storage import MediaStorage
-from .tasks import download_video, poll_generation, submit_generation, upload_asset, validate_inputs
+from .storage.media_storage import MediaStorage
+from .workflows.credentials import AimlApiCredentials
+from .workflows.generation_tasks import (
+    download_video,
+    poll_generation,
+    submit_generation,
+    upload_asset,
+    validate_inputs,
+)
+from .workflows.speech_and_prep_tasks import prepare_audio, prepare_image, synthesize_speech
+from .workflows.video_flows import omnihuman_narrated_video, omnihuman_video
 
 __all__ = [
     "DEFAULT_TTS_MODEL",

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from .errors import OmniHumanError
+from prefect_omnihuman.errors import OmniHumanError
 
 app = typer.Typer(
     help="Talking-avatar videos with ByteDance OmniHuman 1.5 on the AI/ML API, from Prefect.",
@@ -110,9 +110,13 @@ def generate(
     The API key comes from $AIMLAPI_API_KEY, or from --credentials-block.
     """
     _configure_logging(verbose)
-    from .flows import omnihuman_narrated_video, omnihuman_video
-    from .models import DEFAULT_TTS_MODEL
-    from .resolve import credentials_from, polling_capped, storage_from
+    from prefect_omnihuman.api.models import DEFAULT_TTS_MODEL
+    from prefect_omnihuman.workflows.block_loading import (
+        credentials_from,
+        polling_capped,
+        storage_from,
+    )
+    from prefect_omnihuman.workflows.video_flows import omnihuman_narrated_video, omnihuman_video
 
     if (audio is None) == (text is None):
         raise _fail(ValueError("give either --audio or --text (one of them)"))
@@ -167,7 +171,7 @@ def emulator(
     result_ttl: Annotated[float, typer.Option(help="Seconds a result URL stays valid.")] = 3600.0,
 ) -> None:
     """Run the offline emulator of the AI/ML API until interrupted."""
-    from .emulator import EmulatorConfig, serve
+    from prefect_omnihuman.emulator import EmulatorConfig, serve
 
     _configure_logging(verbose=False)
     keys = api_key or [os.environ.get("AIMLAPI_API_KEY") or "emulator-key"]
@@ -188,8 +192,8 @@ def demo(
     verbose: Annotated[bool, typer.Option(help="Log debug details.")] = False,
 ) -> None:
     """Generate one talking video offline: sample inputs, the emulator, the flow, a real MP4."""
-    from .demo import run_demo
-    from .media import probe_video
+    from prefect_omnihuman.demo import run_demo
+    from prefect_omnihuman.media.probe import probe_video
 
     _configure_logging(verbose)
     try:
@@ -255,9 +259,13 @@ def batch(
     _configure_logging(verbose)
     if not verbose:
         _quiet_console_logs()
-    from .batch import BatchResult, omnihuman_batch, watch_batch
-    from .batch_display import BatchProgress, outcome_table
-    from .resolve import credentials_from, polling_capped, storage_from
+    from prefect_omnihuman.batch.batch_flow import BatchResult, omnihuman_batch, watch_batch
+    from prefect_omnihuman.batch.progress_view import BatchProgress, outcome_table
+    from prefect_omnihuman.workflows.block_loading import (
+        credentials_from,
+        polling_capped,
+        storage_from,
+    )
 
     try:
         credentials = credentials_from(credentials_block, base_url=base_url)
@@ -301,7 +309,7 @@ def status(
     ] = None,
 ) -> None:
     """Print what the API says about a generation: status, video link, duration, credits."""
-    from .resolve import credentials_from
+    from prefect_omnihuman.workflows.block_loading import credentials_from
 
     try:
         credentials = credentials_from(credentials_block, base_url=base_url)
@@ -340,12 +348,12 @@ def download(
 ) -> None:
     """Store the video of a finished generation (recovery by id; no new charge)."""
     _configure_logging(verbose)
-    from .errors import GenerationFailedError
-    from .models import Phase
-    from .resolve import credentials_from, resolve_storage
-    from .results import SubmittedGeneration
-    from .storage import is_local, local_path
-    from .tasks import download_video
+    from prefect_omnihuman.api.models import Phase
+    from prefect_omnihuman.errors import GenerationFailedError
+    from prefect_omnihuman.results import SubmittedGeneration
+    from prefect_omnihuman.storage.media_storage import is_local, local_path
+    from prefect_omnihuman.workflows.block_loading import credentials_from, resolve_storage
+    from prefect_omnihuman.workflows.generation_tasks import download_video
 
     try:
         credentials = credentials_from(credentials_block, base_url=base_url)

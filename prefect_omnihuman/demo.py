@@ -6,12 +6,12 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from .credentials import AimlApiCredentials
-from .emulator import AssetHost, Emulator, EmulatorConfig
-from .flows import omnihuman_video
-from .media import write_sample_portrait, write_sample_voice
-from .results import OmniHumanResult
-from .storage import MediaStorage
+from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig
+from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice
+from prefect_omnihuman.results import OmniHumanResult
+from prefect_omnihuman.storage.media_storage import MediaStorage
+from prefect_omnihuman.workflows.credentials import AimlApiCredentials
+from prefect_omnihuman.workflows.video_flows import omnihuman_video
 
 DEMO_KEY = "emulator-demo-key"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .models import Generation
+from prefect_omnihuman.api.models import Generation
 
 
 class MediaCheck(BaseModel):

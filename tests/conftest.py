@@ -27,10 +27,10 @@ os.environ.pop("PREFECT_API_KEY", None)
 
 import pytest  # noqa: E402
 
+from prefect_omnihuman.api.polling import PollSchedule  # noqa: E402
+from prefect_omnihuman.api.retries import RetryPolicy  # noqa: E402
 from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig  # noqa: E402
-from prefect_omnihuman.media import write_sample_portrait, write_sample_voice  # noqa: E402
-from prefect_omnihuman.polling import PollSchedule  # noqa: E402
-from prefect_omnihuman.retries import RetryPolicy  # noqa: E402
+from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -2,7 +2,7 @@
 # fmt: off
 # The API documentation's Python example (docs.aimlapi.com, OmniHuman 1.5), copied verbatim
 # except: `import os`, and the key, base URL and two asset URLs read from the environment.
-# tests/test_emulator.py runs it against the emulator. Do not tidy it: it is a fixture.
+# tests/emulator/test_emulator.py runs it against the emulator. Do not tidy it: it is a fixture.
 import os
 import requests
 import time

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from prefect_omnihuman.emulator import Emulator
-from prefect_omnihuman.media import probe_video
+from prefect_omnihuman.media.probe import probe_video
 
 from .conftest import S3, TEST_KEY
 

@@ -19,10 +19,10 @@ Example:
     ```
 """
 
-from .assets import AssetHost
-from .config import FAULT_KINDS, ROUTES, EmulatorConfig, FaultConfig
-from .server import Emulator, serve
-from .state import EmulatorStats
+from prefect_omnihuman.emulator.assets import AssetHost
+from prefect_omnihuman.emulator.config import FAULT_KINDS, ROUTES, EmulatorConfig, FaultConfig
+from prefect_omnihuman.emulator.server import Emulator, serve
+from prefect_omnihuman.emulator.state import EmulatorStats
 
 __all__ = [
     "FAULT_KINDS",

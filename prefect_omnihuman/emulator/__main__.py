@@ -10,8 +10,8 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from .config import EmulatorConfig
-from .server import serve
+from prefect_omnihuman.emulator.config import EmulatorConfig
+from prefect_omnihuman.emulator.server import serve
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,7 +8,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .config import FAULT_ROUTES, SERVER_ERROR_STATUSES, FaultConfig, Injection
+from prefect_omnihuman.emulator.config import (
+    FAULT_ROUTES,
+    SERVER_ERROR_STATUSES,
+    FaultConfig,
+    Injection,
+)
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from ..errors import InvalidAudioError, InvalidImageError
-from ..media import AudioInfo, ImageInfo, probe_audio, probe_image
-from ..models import DEFAULT_MODEL, MAX_AUDIO_SECONDS, MAX_INPUT_BYTES
+from prefect_omnihuman.api.models import DEFAULT_MODEL, MAX_AUDIO_SECONDS, MAX_INPUT_BYTES
+from prefect_omnihuman.errors import InvalidAudioError, InvalidImageError
+from prefect_omnihuman.media.probe import AudioInfo, ImageInfo, probe_audio, probe_image
 
 #: Inputs larger than this are refused rather than held in memory.
 

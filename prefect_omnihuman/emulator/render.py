@@ -24,7 +24,14 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageOps
 
-from ..media import MediaSource, VideoInfo, _decode_pcm, _label, _opened_image, probe_video
+from prefect_omnihuman.media.probe import (
+    MediaSource,
+    VideoInfo,
+    _decode_pcm,
+    _label,
+    _opened_image,
+    probe_video,
+)
 
 __all__ = ["render_talking_video"]
 

@@ -29,12 +29,17 @@ from urllib.parse import parse_qs
 import httpx
 from pydantic import ValidationError
 
-from .config import EmulatorConfig, FaultConfig, Injection
-from .faults import Fault
-from .inputs import Rejection, Submission, load_submission, parse_body
-from .render import render_talking_video
-from .speech import SPEECH_FILES_PREFIX, TTS_PATH, create_speech, serve_speech_file
-from .state import EmulatorState, EmulatorStats, Job, key_fingerprint
+from prefect_omnihuman.emulator.config import EmulatorConfig, FaultConfig, Injection
+from prefect_omnihuman.emulator.faults import Fault
+from prefect_omnihuman.emulator.inputs import Rejection, Submission, load_submission, parse_body
+from prefect_omnihuman.emulator.render import render_talking_video
+from prefect_omnihuman.emulator.speech import (
+    SPEECH_FILES_PREFIX,
+    TTS_PATH,
+    create_speech,
+    serve_speech_file,
+)
+from prefect_omnihuman.emulator.state import EmulatorState, EmulatorStats, Job, key_fingerprint
 
 logger = logging.getLogger("prefect_omnihuman.emulator")
 

@@ -12,19 +12,71 @@ Same Bearer auth, error shapes and fault plan (route "tts") as the video route.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-from ..media import write_sample_voice
-from .inputs import Rejection
+from prefect_omnihuman.emulator.faults import Fault
+from prefect_omnihuman.emulator.inputs import Rejection
+from prefect_omnihuman.emulator.state import EmulatorState
+from prefect_omnihuman.media.samples import write_sample_voice
 
-if TYPE_CHECKING:
-    from .server import _Handler
+
+class _SpeechHost(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def _files_dir(self) -> Path | None: ...
+
+
+class _Handler(Protocol):
+    """What these routes need of the server's request handler (`server._Handler`).
+
+    A protocol rather than an import, so this module does not import `server`, which
+    imports it.
+    """
+
+    @property
+    def wfile(self) -> io.BufferedIOBase: ...
+
+    @property
+    def state(self) -> EmulatorState: ...
+
+    @property
+    def emulator(self) -> _SpeechHost: ...
+
+    def send_response(self, code: int, message: str | None = None) -> None: ...
+
+    def send_header(self, keyword: str, value: str) -> None: ...
+
+    def end_headers(self) -> None: ...
+
+    def _send(
+        self, status: int, body: bytes, *, content_type: str = ..., head: bool = ...
+    ) -> None: ...
+
+    def _json(
+        self, status: int, payload: Any, *, headers: dict[str, str] | None = None
+    ) -> None: ...
+
+    def _gateway_error(
+        self, status: int, message: str, *, headers: dict[str, str] | None = None
+    ) -> None: ...
+
+    def _rejection(self, rejection: Rejection) -> None: ...
+
+    def _drop(self) -> None: ...
+
+    def _authenticate(self) -> str | None: ...
+
+    def _apply_api_fault(self, fault: Fault | None) -> bool: ...
+
 
 TTS_PATH = "/v1/tts"
 SPEECH_FILES_PREFIX = "/files/speech/"

@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..models import DEFAULT_MODEL
-from .config import EmulatorConfig, FaultConfig, Injection
-from .faults import Fault, FaultPlan
+from prefect_omnihuman.api.models import DEFAULT_MODEL
+from prefect_omnihuman.emulator.config import EmulatorConfig, FaultConfig, Injection
+from prefect_omnihuman.emulator.faults import Fault, FaultPlan
 
 #: Fractions of a job's duration at which its status moves on; `generating` lasts to the end.
 PHASES: tuple[tuple[float, str], ...] = ((0.15, "queued"), (0.30, "waiting"), (0.45, "active"))

@@ -37,14 +37,9 @@ from prefect_omnihuman.errors import (
     OmniHumanError,
     StagingRequiredError,
 )
-from prefect_omnihuman.media import (
-    decode_audio,
-    probe_audio,
-    probe_video,
-    write_sample_portrait,
-    write_sample_voice,
-)
-from prefect_omnihuman.prep import encode_wav
+from prefect_omnihuman.media.prep import encode_wav
+from prefect_omnihuman.media.probe import decode_audio, probe_audio, probe_video
+from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice
 
 from ..conftest import FAST_POLL, S3, TEST_KEY, free_port
 
@@ -266,7 +261,8 @@ CORPUS: dict[str, Bad] = {
     "zero-byte-audio": Bad(zero_byte_audio, InvalidAudioError, ("empty.wav", "0 bytes", "Fix:")),
     # The API takes it, but there is no voice to sync: a paid video of a silent face.
     "silent-audio": Bad(silent_audio, InvalidAudioError, ("silent.wav", "silence", "Fix:")),
-    # 31 s is split into parts by default (tests/test_narration.py); refused when asked not to.
+    # 31 s is split into parts by default (tests/media/test_narration.py); refused when asked
+    # not to.
     "31s-audio-unsplit": Bad(
         lambda w: w.arguments(audio=str(w.samples / "long.wav")),
         InvalidAudioError,

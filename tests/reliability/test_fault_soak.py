@@ -39,7 +39,7 @@ from prefect.settings import (
 )
 
 from prefect_omnihuman import AimlApiCredentials, BatchResult, MediaStorage, omnihuman_batch
-from prefect_omnihuman.client import OmniHumanClient
+from prefect_omnihuman.api.client import OmniHumanClient
 from prefect_omnihuman.emulator import (
     AssetHost,
     Emulator,
@@ -48,7 +48,8 @@ from prefect_omnihuman.emulator import (
     FaultConfig,
 )
 from prefect_omnihuman.emulator.config import SERVER_ERROR_STATUSES
-from prefect_omnihuman.media import probe_audio, probe_video, write_sample_voice
+from prefect_omnihuman.media.probe import probe_audio, probe_video
+from prefect_omnihuman.media.samples import write_sample_voice
 
 from ..conftest import FAST_POLL, FAST_RETRY, TEST_KEY
 

@@ -39,7 +39,8 @@ import pytest
 from prefect.settings import get_current_settings
 
 from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig, EmulatorStats
-from prefect_omnihuman.media import probe_video, write_sample_voice
+from prefect_omnihuman.media.probe import probe_video
+from prefect_omnihuman.media.samples import write_sample_voice
 
 from ..conftest import TEST_KEY
 

@@ -27,7 +27,7 @@ from prefect_omnihuman import (
 )
 from prefect_omnihuman.emulator import Emulator
 from prefect_omnihuman.errors import AuthenticationError
-from prefect_omnihuman.media import write_sample_voice
+from prefect_omnihuman.media.samples import write_sample_voice
 
 from ..conftest import FAST_POLL, S3, TEST_KEY
 

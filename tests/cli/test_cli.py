@@ -1,0 +1,96 @@
+"""The `omnihuman` command: the emulator server, generate's failures, and the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from prefect_omnihuman.demo import run_demo
+from prefect_omnihuman.emulator import AssetHost, Emulator
+from prefect_omnihuman.media.probe import probe_audio, probe_video
+
+from ..conftest import TEST_KEY, free_port
+
+OMNIHUMAN = str(Path(sys.executable).with_name("omnihuman"))
+
+
+def test_emulator_command_serves_the_api_until_stopped() -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [OMNIHUMAN, "emulator", "--port", str(port), "--api-key", "cli-key", "--time-scale", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/_emulator/health").is_success:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the emulator never answered"
+                time.sleep(0.1)
+        unauthorized = httpx.get(f"{url}/v2/video/generations", params={"generation_id": "x"})
+        authorized = httpx.get(
+            f"{url}/v2/video/generations",
+            params={"generation_id": "x"},
+            headers={"Authorization": "Bearer cli-key"},
+        )
+        assert unauthorized.status_code == 401
+        assert authorized.status_code == 404
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def run_generate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [OMNIHUMAN, "generate", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_generate_without_a_key_fails_with_one_line_that_names_the_fix(
+    samples: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMLAPI_")}
+    result = run_generate(
+        "--image", str(samples / "portrait.png"), "--audio", str(samples / "voice.wav"),
+        "--out", str(tmp_path / "x.mp4"), env=env,
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "AIMLAPI_API_KEY" in lines[0]
+
+
+def test_generate_with_too_long_audio_fails_before_any_post(
+    prefect_api: str, emulator: Emulator, samples: Path, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    env = {**os.environ, "AIMLAPI_API_KEY": TEST_KEY, "PREFECT_API_URL": prefect_api}
+    result = run_generate(
+        "--image", str(samples / "portrait.png"), "--audio", asset_host.url_for("long.wav"),
+        "--out", str(tmp_path / "out" / "x.mp4"), "--base-url", emulator.url, "--no-split",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 1
+    reason = result.stderr.strip().splitlines()[-1]
+    assert "InvalidAudioError" in reason and "30" in reason and "long.wav" in reason
+    assert "Traceback" not in result.stderr
+    assert emulator.stats().accepted_posts + emulator.stats().rejected_posts == 0
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_demo_makes_a_real_video_from_generated_inputs(tmp_path: Path) -> None:
+    result = run_demo(tmp_path, time_scale=0.02)
+    video = probe_video(result.location)
+    voice = probe_audio(tmp_path / "inputs" / "voice.wav")
+    assert Path(result.location) == tmp_path / "omnihuman-demo.mp4"
+    assert video.video_codec == "h264" and video.audio_codec == "aac"
+    assert abs(video.duration - voice.duration) <= 1 / 25 + 0.05
