@@ -1,4 +1,4 @@
-"""The `omnihuman` command line: generate, batch, status, download, emulator, demo."""
+"""The `omnihuman` command line: generate, batch, status, download, ledger, emulator, demo."""
 
 from __future__ import annotations
 
@@ -375,6 +375,15 @@ def download(
     except (OmniHumanError, OSError) as error:
         raise _fail(error) from None
     print(delivered.location)
+
+
+def _add_ledger_commands() -> None:
+    from prefect_omnihuman.ledger_cli import ledger_app
+
+    app.add_typer(ledger_app, name="ledger")
+
+
+_add_ledger_commands()
 
 
 def main() -> None:

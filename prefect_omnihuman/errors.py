@@ -21,7 +21,11 @@ OmniHumanError
 ├── GenerationTimeoutError        waiting for a generation took longer than allowed
 ├── ResultExpiredError            the temporary video URL no longer serves the video
 ├── InvalidVideoError             the downloaded file is not a playable video
-└── StorageError                  staging or delivery storage failed (retried: may be transient)
+├── StorageError                  staging or delivery storage failed (retried: may be transient)
+└── LedgerError                   the generation ledger in the user's storage stopped a run
+    ├── LedgerRecordError         a ledger record cannot be parsed: nothing is paid until fixed
+    ├── LedgerWriteError          a paid generation could not be recorded (its id is kept)
+    └── ClaimWaitTimeoutError     another worker held the claim on these inputs for too long
 ```
 
 No exception text ever contains the API key: messages are built from the server's
@@ -275,3 +279,61 @@ class StorageError(OmniHumanError):
     def __init__(self, message: str, *, location: str):
         self.location = location
         super().__init__(f"{location}: {message}")
+
+
+class LedgerError(OmniHumanError):
+    """The generation ledger (`<storage>/ledger/`) stopped a run; never retried by tasks."""
+
+
+class LedgerRecordError(LedgerError):
+    """A ledger record cannot be parsed. No generation is paid for until it is fixed.
+
+    Attributes:
+        location: The record's URL.
+    """
+
+    def __init__(self, location: str, reason: str):
+        self.location = location
+        super().__init__(
+            f"{location}: the ledger record cannot be parsed ({reason}), so whether these "
+            f"inputs were already paid for is unknown; nothing was submitted. Fix: look at "
+            f"the file (`omnihuman ledger show`), then repair or delete it."
+        )
+
+
+class LedgerWriteError(LedgerError):
+    """A paid generation could not be recorded in the ledger, even after retries.
+
+    Attributes:
+        generation_id: The paid generation, to recover with `omnihuman download ID`.
+        location: The record's URL.
+    """
+
+    def __init__(self, generation_id: str, location: str, cause: str):
+        self.generation_id = generation_id
+        self.location = location
+        super().__init__(
+            f"Generation {generation_id} was accepted (and charged), but recording it at "
+            f"{location} failed ({cause}). Fix: when the storage is back, fetch the video "
+            f"with `omnihuman download {generation_id} --out ...`; re-running these inputs "
+            f"before that may pay again."
+        )
+
+
+class ClaimWaitTimeoutError(LedgerError):
+    """Another worker claimed the same inputs and recorded nothing within the wait bound.
+
+    Attributes:
+        fingerprint: The inputs' fingerprint.
+        holder: Who holds the claim (host and process).
+    """
+
+    def __init__(self, fingerprint: str, holder: str, waited: float):
+        self.fingerprint = fingerprint
+        self.holder = holder
+        super().__init__(
+            f"Another worker ({holder}) is submitting these inputs (fingerprint "
+            f"{fingerprint[:16]}...) and recorded no generation in {waited:.0f} s; nothing "
+            f"was submitted here, so as not to pay twice. Fix: re-run later, or raise "
+            f"OMNIHUMAN_CLAIM_WAIT_SECONDS."
+        )

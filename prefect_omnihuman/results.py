@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -61,6 +61,55 @@ class StagedAsset(BaseModel):
     uploaded: bool = False
 
 
+LedgerStatus = Literal["submitted", "completed", "delivered", "failed", "ambiguous"]
+
+
+class LedgerDelivery(BaseModel):
+    """Where a paid generation's video was stored, and how to recognise the file there."""
+
+    generation_id: str
+    location: str
+    stamp: str | None = None
+    size_bytes: int
+    duration: float
+    width: int
+    height: int
+    delivered_at: float
+
+
+class LedgerRecord(BaseModel):
+    """What was paid for: one generation, as the ledger in the user's storage keeps it.
+
+    Never holds a secret or a presigned URL: the video's temporary URL is fetched
+    again from the API by id when needed.
+    """
+
+    fingerprint: str
+    generation_id: str | None = Field(
+        default=None, description="None only for an ambiguous submission (no answer came)."
+    )
+    model: str
+    service: str = Field(description="The API root the generation was paid on.")
+    audio_seconds: float | None = None
+    status: LedgerStatus
+    submitted_at: float
+    completed_at: float | None = None
+    delivered_at: float | None = None
+    credits: float | None = None
+    deliveries: list[LedgerDelivery] = Field(default_factory=list)
+    suspected_duplicate: bool = Field(
+        default=False,
+        description="A worker that claimed these inputs died without recording an answer; "
+        "it may have paid for a generation too.",
+    )
+    claim: int = Field(default=0, description="The claim this generation was paid under.")
+    error: str | None = None
+
+    def delivery_at(self, location: str) -> LedgerDelivery | None:
+        """The recorded delivery to `location`, if any."""
+        return next((d for d in self.deliveries if d.location == location), None)
+
+
 class SubmittedGeneration(BaseModel):
     """A paid generation, persisted so re-runs reconnect to it instead of paying again."""
 
@@ -68,6 +117,12 @@ class SubmittedGeneration(BaseModel):
     fingerprint: str
     submitted_at: float = Field(description="Epoch seconds when it was accepted.")
     audio_seconds: float | None = None
+    ledger: LedgerRecord | None = Field(
+        default=None, description="Its record in the storage's ledger, when there is one."
+    )
+    reused: bool = Field(
+        default=False, description="True when an earlier run (any worker) paid for it."
+    )
 
 
 class DeliveredVideo(BaseModel):

@@ -19,8 +19,11 @@ Prefect events (`events.py`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +34,17 @@ from prefect.logging import get_run_logger
 from prefect.results import get_result_store
 from prefect.transactions import IsolationLevel
 
-from prefect_omnihuman.api.client import DEFAULT_WAIT_TIMEOUT
-from prefect_omnihuman.api.models import MAX_AUDIO_SECONDS, VideoGenerationRequest
+from prefect_omnihuman.api.client import DEFAULT_WAIT_TIMEOUT, OmniHumanClient
+from prefect_omnihuman.api.models import MAX_AUDIO_SECONDS, Generation, VideoGenerationRequest
 from prefect_omnihuman.api.polling import PollSchedule
 from prefect_omnihuman.api.retries import RetryPolicy
 from prefect_omnihuman.errors import (
     AmbiguousSubmissionError,
     GenerationFailedError,
     InvalidVideoError,
+    LedgerWriteError,
     NotFoundError,
+    OmniHumanError,
     ResultExpiredError,
     StorageError,
 )
@@ -48,15 +53,19 @@ from prefect_omnihuman.media.probe import VideoInfo, probe_video
 from prefect_omnihuman.results import (
     CheckedInputs,
     DeliveredVideo,
+    LedgerDelivery,
+    LedgerRecord,
     StagedAsset,
     SubmittedGeneration,
 )
+from prefect_omnihuman.storage.ledger import GenerationLedger, ledger_for
 from prefect_omnihuman.storage.locks import SharedFileLockManager
 from prefect_omnihuman.storage.media_storage import (
     MediaStorage,
     Source,
     check_destination,
     deliver_file,
+    filesystem,
     spool_file_for,
     stage_asset,
     stamp_of,
@@ -161,8 +170,15 @@ def submit_generation(
     fingerprint: str,
     audio_seconds: float | None = None,
     force_new: bool = False,
+    storage: MediaStorage | None = None,
 ) -> SubmittedGeneration:
-    """POST the generation once; re-runs with the same fingerprint get the cached one.
+    """POST the generation once; re-runs with the same fingerprint get the recorded one.
+
+    With `storage`, what was paid for is kept in its ledger (`<storage>/ledger/`), which
+    every worker and container that shares the storage reads: the generation is claimed
+    there before the POST and recorded the moment it is accepted, so no other worker
+    pays for the same inputs. Without it, Prefect's persisted result (with a lock on its
+    cache key) plays that part on one machine.
 
     Call it `.with_options(refresh_cache=True)` with `force_new=True` to pay for a
     new generation anyway. A submission whose fate is unknown (its answer was lost)
@@ -173,6 +189,46 @@ def submit_generation(
     marker = f"omnihuman-ambiguous-{fingerprint}"
     if not force_new and store.exists(marker):
         raise AmbiguousSubmissionError(f"an earlier run's {store.read(marker).result}")
+    ledger = ledger_for(storage)
+    if ledger is None:
+        return _pay(request, credentials, fingerprint, audio_seconds, logger, store, marker)
+    reservation = ledger.reserve(fingerprint, force_new=force_new)
+    if reservation.record is not None:
+        return _recorded(reservation.record, logger)
+    if force_new:
+        ledger.supersede(fingerprint)
+    if reservation.claim is None:  # no exclusive create: record, but rely on the local lock
+        submitted = _pay(request, credentials, fingerprint, audio_seconds, logger, store, marker)
+        return _record_submission(ledger, submitted, request, credentials, 0, False, logger)
+    with ledger.holding(fingerprint, reservation.claim):
+        try:
+            submitted = _pay(
+                request, credentials, fingerprint, audio_seconds, logger, store, marker
+            )
+        except AmbiguousSubmissionError as error:
+            _record_ambiguous(ledger, fingerprint, request, credentials, audio_seconds, error)
+            raise
+        return _record_submission(
+            ledger,
+            submitted,
+            request,
+            credentials,
+            reservation.claim.number,
+            reservation.suspected_duplicate,
+            logger,
+        )
+
+
+def _pay(
+    request: VideoGenerationRequest,
+    credentials: AimlApiCredentials,
+    fingerprint: str,
+    audio_seconds: float | None,
+    logger: Any,
+    store: Any,
+    marker: str,
+) -> SubmittedGeneration:
+    """The paid POST itself."""
     try:
         with credentials.get_client(log=logger) as client:
             generation = client.submit(request)
@@ -196,6 +252,110 @@ def submit_generation(
     )
 
 
+def _record_submission(
+    ledger: GenerationLedger,
+    submitted: SubmittedGeneration,
+    request: VideoGenerationRequest,
+    credentials: AimlApiCredentials,
+    claim: int,
+    suspected_duplicate: bool,
+    logger: Any,
+) -> SubmittedGeneration:
+    """Write the ledger record of an accepted generation, retrying storage hiccups."""
+    generation = submitted.generation
+    record = LedgerRecord(
+        fingerprint=submitted.fingerprint,
+        generation_id=generation.id,
+        model=request.model,
+        service=credentials.base_url.rstrip("/"),
+        audio_seconds=submitted.audio_seconds,
+        status="submitted",
+        submitted_at=submitted.submitted_at,
+        credits=generation.credits_used,
+        suspected_duplicate=suspected_duplicate,
+        claim=claim,
+    )
+    try:
+        _with_storage_retries(lambda: ledger.write(record), logger, "Recording")
+    except OmniHumanError as error:
+        logger.error(
+            "Generation %s was paid for but could not be recorded in the ledger; recover it "
+            "with `omnihuman download %s --out ...`",
+            generation.id,
+            generation.id,
+        )
+        raise LedgerWriteError(
+            generation.id, ledger.record_url(submitted.fingerprint), str(error)
+        ) from None
+    return submitted.model_copy(update={"ledger": record})
+
+
+def _record_ambiguous(
+    ledger: GenerationLedger,
+    fingerprint: str,
+    request: VideoGenerationRequest,
+    credentials: AimlApiCredentials,
+    audio_seconds: float | None,
+    error: AmbiguousSubmissionError,
+) -> None:
+    """Remember, for every worker, that these inputs may have been paid for."""
+    record = LedgerRecord(
+        fingerprint=fingerprint,
+        model=request.model,
+        service=credentials.base_url.rstrip("/"),
+        audio_seconds=audio_seconds,
+        status="ambiguous",
+        submitted_at=time.time(),
+        suspected_duplicate=True,
+        error=error.cause,
+    )
+    with suppress(OmniHumanError):  # the claim stays held; its lease runs out instead
+        ledger.write(record)
+
+
+def _recorded(record: LedgerRecord, logger: Any) -> SubmittedGeneration:
+    """A generation some worker already paid for, as the ledger has it (no new charge)."""
+    if record.status == "ambiguous" or record.generation_id is None:
+        raise AmbiguousSubmissionError(f"an earlier run's {record.error or 'lost answer'}")
+    status = {"completed": "completed", "delivered": "completed", "failed": "error"}
+    generation = Generation(
+        id=record.generation_id,
+        status=status.get(record.status, "queued"),
+        error={"message": record.error} if record.status == "failed" else None,
+        meta={"usage": {"tokens_used": record.credits}} if record.credits is not None else None,
+    )
+    logger.info(
+        "Reconnected to generation %s from the ledger (%s; no new charge)",
+        record.generation_id,
+        record.status,
+    )
+    return SubmittedGeneration(
+        generation=generation,
+        fingerprint=record.fingerprint,
+        submitted_at=record.submitted_at,
+        audio_seconds=record.audio_seconds,
+        ledger=record,
+        reused=True,
+    )
+
+
+def _with_storage_retries(call: Callable[[], None], logger: Any, what: str) -> None:
+    """Run a ledger write, retrying storage hiccups with the client's default backoff."""
+    policy = RetryPolicy()
+    attempt = 1
+    while True:
+        try:
+            call()
+            return
+        except StorageError as error:
+            if attempt >= policy.max_attempts:
+                raise
+            delay = policy.delay(attempt, error)
+            logger.warning("%s in the ledger failed (%s); retrying in %.1f s", what, error, delay)
+            time.sleep(delay)
+            attempt += 1
+
+
 @task(
     name="poll-generation",
     cache_key_fn=completion_cache_key,
@@ -208,14 +368,23 @@ async def poll_generation(
     credentials: AimlApiCredentials,
     timeout: float = DEFAULT_WAIT_TIMEOUT,
     polling: PollSchedule | None = None,
+    storage: MediaStorage | None = None,
 ) -> SubmittedGeneration:
     """Wait for the generation to finish, polling adaptively, and return it completed.
 
     Status changes are logged with the generation id. 429/5xx/dropped connections
     only slow the polling down. A timeout raises `GenerationTimeoutError` with the
-    id; re-running the flow resumes waiting for the same generation.
+    id; re-running the flow resumes waiting for the same generation. With `storage`,
+    the ledger records the completion (or failure), and a generation it already has
+    as completed is not asked about again.
     """
     logger = get_run_logger()
+    record = submitted.ledger
+    if record is not None and record.status in ("completed", "delivered"):
+        return submitted
+    if record is not None and record.status == "failed" and record.generation_id:
+        raise GenerationFailedError(record.generation_id, record.error or "failed")
+    ledger = ledger_for(storage) if record is not None else None
     async with credentials.get_async_client(log=logger, poll=polling) as client:
         try:
             done = await client.wait(
@@ -233,8 +402,33 @@ async def poll_generation(
             ) from None
         except GenerationFailedError as error:
             emit_failed(submitted.generation.id, error)
+            if ledger is not None and record is not None:
+                failed = record.model_copy(update={"status": "failed", "error": error.message})
+                await asyncio.to_thread(_update_ledger, ledger, failed, logger)
             raise
-    return submitted.model_copy(update={"generation": done})
+    if ledger is not None and record is not None:
+        record = record.model_copy(
+            update={
+                "status": "completed",
+                "completed_at": time.time(),
+                "credits": done.credits_used if done.credits_used is not None else record.credits,
+            }
+        )
+        await asyncio.to_thread(_update_ledger, ledger, record, logger)
+    return submitted.model_copy(update={"generation": done, "ledger": record})
+
+
+def _update_ledger(ledger: GenerationLedger, record: LedgerRecord, logger: Any) -> None:
+    """Record progress of an already recorded generation; a failure only costs a warning."""
+    try:
+        _with_storage_retries(lambda: ledger.write(record), logger, "Updating")
+    except OmniHumanError as error:
+        logger.warning(
+            "Could not record %s of %s in the ledger (%s)",
+            record.status,
+            record.generation_id,
+            error,
+        )
 
 
 def delivery_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -268,14 +462,18 @@ def download_video(
     logger = get_run_logger()
     generation = completed.generation
     options = storage.options_for(destination) if storage else None
+    record = completed.ledger
+    kept = _recorded_delivery(record, destination, options)
+    if kept is not None:
+        logger.info(
+            "%s already holds the checked video of %s (ledger); no download", destination,
+            generation.id,
+        )  # fmt: skip
+        return kept
     spool = spool_file_for(destination)
     try:
         with credentials.get_client(log=logger) as client:
-            try:
-                size = client.download(generation, spool)
-            except ResultExpiredError as error:
-                emit_failed(generation.id, error)
-                raise
+            size = _fetch_video(client, generation, record, spool, storage, logger)
             info = _checked_video(spool, generation.id)
             _deliver_with_retries(spool, destination, options, client.retry, logger)
         stamp = stamp_of(destination, options)
@@ -289,7 +487,7 @@ def download_video(
         size / 1e6,
     )
     emit_completed(generation.id, location=destination, duration=info.duration, size_bytes=size)
-    return DeliveredVideo(
+    delivered = DeliveredVideo(
         generation_id=generation.id,
         location=destination,
         size_bytes=size,
@@ -298,6 +496,63 @@ def download_video(
         height=info.height,
         stamp=stamp,
     )
+    ledger = ledger_for(storage) if record is not None else None
+    if ledger is not None:
+        entry = LedgerDelivery(**delivered.model_dump(), delivered_at=time.time())
+        try:
+            _with_storage_retries(
+                lambda: ledger.add_delivery(completed.fingerprint, entry), logger, "Recording"
+            )
+        except OmniHumanError as error:
+            logger.warning("Could not record the delivery in the ledger (%s)", error)
+    return delivered
+
+
+def _recorded_delivery(
+    record: LedgerRecord | None, destination: str, options: dict[str, Any] | None
+) -> DeliveredVideo | None:
+    """The ledger's delivery to `destination`, if the file there is still the one stored."""
+    entry = record.delivery_at(destination) if record is not None else None
+    if record is None or entry is None or entry.stamp is None or record.generation_id is None:
+        return None
+    if stamp_of(destination, options) != entry.stamp:
+        return None
+    return DeliveredVideo(**entry.model_dump(exclude={"delivered_at"}))
+
+
+def _fetch_video(
+    client: OmniHumanClient,
+    generation: Generation,
+    record: LedgerRecord | None,
+    spool: Path,
+    storage: MediaStorage | None,
+    logger: Any,
+) -> int:
+    """Download the video to `spool`: from the API's link, else from an earlier delivery.
+
+    A generation known only from the ledger has no link yet: one status request gets a
+    fresh one. Once the API's link has expired, a copy delivered earlier (by any worker)
+    whose file is unchanged serves instead.
+    """
+    try:
+        if generation.video_url is None:
+            generation = client.get(generation.id)
+        return client.download(generation, spool)
+    except (ResultExpiredError, NotFoundError) as error:
+        for entry in record.deliveries if record is not None else []:
+            options = storage.options_for(entry.location) if storage else None
+            if entry.stamp is not None and stamp_of(entry.location, options) == entry.stamp:
+                logger.info(
+                    "The API's link to %s is gone; copying the video from %s",
+                    generation.id,
+                    entry.location,
+                )
+                fs, path = filesystem(entry.location, options)
+                fs.get_file(path, str(spool))
+                return spool.stat().st_size
+        if isinstance(error, ResultExpiredError):
+            emit_failed(generation.id, error)
+        raise
 
 
 def _checked_video(path: Path, generation_id: str) -> VideoInfo:

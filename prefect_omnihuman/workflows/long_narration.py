@@ -249,10 +249,14 @@ def generate_segmented(
             for request, part, seconds in requests:
                 # Futures: the parts are generated at once, each through the usual tasks.
                 submitted.append(
-                    submit.submit(request, credentials, part, seconds, force_new=force_new)
+                    submit.submit(
+                        request, credentials, part, seconds, force_new=force_new, storage=storage
+                    )
                 )
                 upstream = cast(Any, submitted[-1])  # Prefect resolves a future to its result
-                polled.append(poll_generation.submit(upstream, credentials, timeout, polling))
+                polled.append(
+                    poll_generation.submit(upstream, credentials, timeout, polling, storage)
+                )
                 target = storage.url_for(f"videos/parts/{part[:24]}.mp4")
                 waited = cast(Any, polled[-1])
                 delivered.append(download_video.submit(waited, target, credentials, storage))
@@ -312,7 +316,7 @@ def _record(
         end=round(segment.end, 6),
         generation_id=generation.id,
         credits_used=generation.credits_used,
-        reused=future.state.name == "Cached",
+        reused=future.state.name == "Cached" or completed.reused,
         cut=segment.cut.kind if segment.cut else None,
     )
 

@@ -175,10 +175,10 @@ def omnihuman_video(
     submit = submit_generation.with_options(refresh_cache=True) if force_new else submit_generation
     with generation_slot():
         state = submit(
-            request, creds, fingerprint, checked.audio.duration, force_new, return_state=True
+            request, creds, fingerprint, checked.audio.duration, force_new, store, return_state=True
         )
         submitted = state.result()
-        reused = state.is_completed() and state.name == "Cached"
+        reused = (state.is_completed() and state.name == "Cached") or submitted.reused
         if reused:
             logger.info("Reconnected to generation %s (no new charge)", submitted.generation.id)
         mark = lap("submit", mark)
@@ -186,7 +186,7 @@ def omnihuman_video(
         # An async task: submitted to the task runner so this sync flow can wait on it.
         completed = cast(
             SubmittedGeneration,
-            poll_generation.submit(submitted, creds, timeout, polling).result(),
+            poll_generation.submit(submitted, creds, timeout, polling, store).result(),
         )
         mark = lap("wait", mark)
 
