@@ -177,7 +177,7 @@ def test_pods_together_pay_once_and_later_pods_reuse_without_paying(
     total = spend[-1]
     assert total["generations"] == stats.accepted_posts == 1
     assert total["suspected_duplicates"] == 0
-    assert total["credits"] == pytest.approx(sum(stats.credits_by_generation.values()))
+    assert total["credits"] == record["credits"] and record["credits"] > 0
 
 
 PHASE_SIGNALS = {
@@ -190,16 +190,25 @@ PHASE_SIGNALS = {
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("phase", sorted(PHASE_SIGNALS))
 def test_pod_killed_at_a_random_point_then_another_pod_pays_nothing_more(
-    phase: str, tmp_path: Path, s3: S3, slow_emulator: Emulator, prefect_api: str, samples: Path
+    phase: str,
+    tmp_path: Path,
+    s3: S3,
+    slow_emulator: Emulator,
+    prefect_api: str,
+    samples: Path,
+    long_run: bool,
 ) -> None:
+    if phase == "download" and not long_run:
+        pytest.skip("the download kill runs with --long (CI size: submit and poll)")
     pods = Pods(tmp_path, s3, slow_emulator, prefect_api, f"kill-{phase}")
     voice = write_sample_voice(tmp_path / "voice.wav", seconds=1.5 + 0.01 * len(phase))
     out = f"{pods.prefix}/videos/v.mp4"
-    rng = random.Random(f"pods/{phase}")
+    seed = os.environ.get("OMNIHUMAN_KILL_SEED", "20261202")
+    rng = random.Random(f"pods/{seed}/{phase}")
     victim = pods.generate("pod-a", samples / "portrait.png", voice, out)
     deadline = time.monotonic() + 120
     while not PHASE_SIGNALS[phase](slow_emulator.stats()):
-        assert victim.poll() is None, f"pod A ended before {phase}: {victim.stderr.read()[-2000:]}"  # type: ignore[union-attr]
+        assert victim.poll() is None, f"pod A ended before its {phase} phase"
         assert time.monotonic() < deadline, f"no sign of {phase}"
         time.sleep(0.002)
     time.sleep(rng.uniform(0.0, 0.3))
