@@ -330,7 +330,7 @@ class GenerationLedger:
                 number = 1 if current is None else current.number + 1
                 claim = self._try_claim(fingerprint, number)
                 if claim is not None:
-                    if not self.exclusive_create_works(fingerprint, number):
+                    if not self.exclusive_create_works(fingerprint, claim):
                         return Reservation()
                     takeover = current is not None and current.state == "held" and not force_new
                     if takeover and current is not None:
@@ -396,11 +396,12 @@ class GenerationLedger:
     def _claim_bytes(claim: Claim) -> bytes:
         return claim.model_dump_json().encode()
 
-    def exclusive_create_works(self, fingerprint: str, number: int) -> bool:
+    def exclusive_create_works(self, fingerprint: str, claim: Claim) -> bool:
         """Whether this store refuses a second create of the same object (probed once).
 
-        The probe re-creates the claim just made: a store that accepts it would let two
-        workers both believe they hold the claim.
+        The probe re-creates the claim just made, with the same contents (an empty body
+        would not do: s3fs sends a zero-length file without `If-None-Match`). A store that
+        accepts it would let two workers both believe they hold the claim.
         """
         with _probe_lock:
             known = _exclusive_support.get(self.root)
@@ -409,8 +410,9 @@ class GenerationLedger:
             works = False
             if not ATOMIC_CREATE_PROTOCOLS.isdisjoint(self._protocols):
                 try:
-                    with self._fs.open(self._claim_path(fingerprint, number), "xb") as handle:
-                        handle.write(b"")
+                    path = self._claim_path(fingerprint, claim.number)
+                    with self._fs.open(path, "xb") as handle:
+                        handle.write(self._claim_bytes(claim))
                 except FileExistsError:
                     works = True
                 except (ValueError, NotImplementedError, TypeError, OSError):

@@ -117,6 +117,14 @@ def storage_failure(error: BaseException, location: str) -> OmniHumanError:
     """A typed error for a failed storage call: permanent problems as `InputError` with
     the fix, anything else as a (retried) `StorageError`."""
     name = type(error).__name__
+    text = str(error)
+    if "location-constraint" in text or "NoSuchBucket" in text or "bucket does not exist" in text:
+        # s3fs reports a missing bucket on upload as an attempt to create it, refused.
+        return InputError(
+            "the bucket does not exist",
+            source=location,
+            fix="create the bucket, or correct the storage URL (--stage / base_url)",
+        )
     if isinstance(error, FileNotFoundError):
         return InputError(
             "no such file, folder or bucket",

@@ -2,9 +2,9 @@
 
 A `prefect server start` (SQLite, its own home) on a free loopback port; the blocks from
 `blocks/create_blocks.py`; the deployments of `deployments/prefect.yaml`, deployed from a
-copy of the repository; two workers (one flow run each, like two machines sharing a
-result storage folder); and two runs of the scheduled batch deployment at once, on the
-same 12-row manifest in moto's S3. Every row must be delivered, paid for once across both
+copy of the repository; two workers (one flow run each, like two containers: own home
+and result storage, sharing only the S3 bucket with its ledger); and two runs of the
+scheduled batch deployment at once, on the same 12-row manifest in moto's S3. Every row must be delivered, paid for once across both
 workers, and the generations in flight must never exceed the shared concurrency limit.
 """
 
@@ -270,7 +270,10 @@ def test_two_workers_run_the_scheduled_batch_deployment_within_the_shared_limit(
     for name in ("worker-1", "worker-2"):
         env = {
             **cluster.env,
-            "PREFECT_HOME": str(tmp_path / f"{name}-home"),  # like separate machines
+            # Like separate containers: own home and result storage, no lock folder; only
+            # the S3 bucket (and the ledger in it) and the Prefect server are shared.
+            "PREFECT_HOME": str(tmp_path / f"{name}-home"),
+            "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / f"{name}-results"),
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "OMNIHUMAN_PROJECT_DIR": str(cluster.project),
         }
@@ -327,7 +330,7 @@ def test_two_workers_run_the_scheduled_batch_deployment_within_the_shared_limit(
     assert len(tables) == 2 and all(len(table) == ROWS for table in tables)
     assert all(row["status"] in ("delivered", "reused") for table in tables for row in table)
 
-    # One flow run on each worker, both sharing one limit and one result storage.
+    # One flow run on each worker, sharing one limit and the ledger in S3, nothing on disk.
     ran_on = {
         # The flow run's own output ("View at .../flow-run/ID") shows where it ran.
         name: [str(r.id) for r in runs if f"flow-run/{r.id}" in log.read_text()]
