@@ -110,6 +110,7 @@ def generate(
     The API key comes from $AIMLAPI_API_KEY, or from --credentials-block.
     """
     _configure_logging(verbose)
+    from prefect_omnihuman.api.client import check_reachable
     from prefect_omnihuman.api.models import DEFAULT_TTS_MODEL
     from prefect_omnihuman.workflows.block_loading import (
         credentials_from,
@@ -124,6 +125,7 @@ def generate(
 
     try:
         credentials = credentials_from(credentials_block, base_url=base_url)
+        check_reachable(credentials.base_url)  # a wrong address fails before Prefect starts
         storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
         if text is not None:
             result = omnihuman_narrated_video(
@@ -259,6 +261,7 @@ def batch(
     _configure_logging(verbose)
     if not verbose:
         _quiet_console_logs()
+    from prefect_omnihuman.api.client import check_reachable
     from prefect_omnihuman.batch.batch_flow import BatchResult, omnihuman_batch, watch_batch
     from prefect_omnihuman.batch.progress_view import BatchProgress, outcome_table
     from prefect_omnihuman.workflows.block_loading import (
@@ -269,6 +272,7 @@ def batch(
 
     try:
         credentials = credentials_from(credentials_block, base_url=base_url)
+        check_reachable(credentials.base_url)  # a wrong address fails before Prefect starts
         storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
         with BatchProgress(console) as display, watch_batch(display.update):
             state = omnihuman_batch(

@@ -94,3 +94,31 @@ def test_demo_makes_a_real_video_from_generated_inputs(tmp_path: Path) -> None:
     assert Path(result.location) == tmp_path / "omnihuman-demo.mp4"
     assert video.video_codec == "h264" and video.audio_codec == "aac"
     assert abs(video.duration - voice.duration) <= 1 / 25 + 0.05
+
+
+@pytest.mark.parametrize(
+    ("base_url", "reason"),
+    [
+        (f"http://127.0.0.1:{free_port()}", "refused"),
+        ("https://api.aimlapi.invalid", "does not resolve"),
+    ],
+    ids=["refused", "unknown-host"],
+)
+def test_a_wrong_address_fails_within_30_s_naming_it_and_the_fix(
+    base_url: str, reason: str, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    """Its own temporary Prefect server, as a user's first run: no PREFECT_API_URL."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["AIMLAPI_API_KEY"] = TEST_KEY
+    started = time.monotonic()
+    result = run_generate(
+        "--image", asset_host.url_for("portrait.png"), "--audio", asset_host.url_for("voice.wav"),
+        "--out", str(tmp_path / "x.mp4"), "--base-url", base_url, env=env,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ServiceUnreachableError" in last and base_url in last and reason in last
+    assert "--base-url" in last and "AIMLAPI_BASE_URL" in last
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+    assert not (tmp_path / "x.mp4").exists()
