@@ -318,14 +318,6 @@ class _Protocol:
             delay,
         )
 
-    def _check_status(self, generation: Generation) -> None:
-        if not is_known_status(generation.status):
-            self.log.warning(
-                "Generation %s reported unknown status %r; treating it as still pending",
-                generation.id,
-                generation.status,
-            )
-
     @staticmethod
     def _finished(generation: Generation) -> Generation:
         if generation.phase is Phase.ERROR:
@@ -356,6 +348,7 @@ class _Waiter:
         self.offset = max(0.0, time.time() - started_at) if started_at else 0.0
         self.expected = protocol.poll.expected_seconds(audio_seconds)
         self.last_status = "unknown"
+        self.warned_unknown = False
 
     def waited(self) -> float:
         return time.monotonic() - self.started
@@ -369,13 +362,25 @@ class _Waiter:
                 generation.status,
                 self.offset + self.waited(),
             )
-            self.protocol._check_status(generation)
+            self._check_status(generation)
             self.last_status = generation.status
             if self.on_status:
                 self.on_status(generation)
         if generation.phase is Phase.PENDING:
             return None
         return _Protocol._finished(generation)
+
+    def _check_status(self, generation: Generation) -> None:
+        """Warn once per generation about a status word outside the known set."""
+        pending = generation.phase is Phase.PENDING
+        if pending and not self.warned_unknown and not is_known_status(generation.status):
+            self.warned_unknown = True
+            self.protocol.log.warning(
+                "Generation %s reported unknown status %r without a video; treating it as "
+                "still pending until an answer carries the video",
+                generation.id,
+                generation.status,
+            )
 
     def poll_failed(self, error: Exception) -> None:
         """A poll failed even after the request's own retries: keep waiting unless permanent."""

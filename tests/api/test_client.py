@@ -69,6 +69,37 @@ def test_submit_wait_and_download_a_playable_video(
     assert emulator.stats().accepted_posts == 1
 
 
+def test_a_succeeded_answer_with_its_video_completes_the_wait(
+    emulator: Emulator, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    emulator.config.status_words = {"completed": "succeeded"}
+    with make_client(emulator) as client:
+        done = client.wait(client.submit(**inputs(asset_host)))
+        video = probe_video(save(client, done, tmp_path / "out.mp4"))
+    assert done.status == "succeeded" and done.phase is Phase.COMPLETED
+    assert video.video_codec == "h264" and video.audio_codec == "aac"
+
+
+def test_unknown_words_without_a_video_stay_pending_with_one_warning(
+    emulator: Emulator, asset_host: AssetHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.config.status_words = {"waiting": "rendering", "active": "upscaling"}
+    emulator.config.time_scale = (
+        0.2  # each status lasts long enough to be seen, even on a busy machine
+    )
+    seen: list[str] = []
+    every_10ms = PollSchedule(min_interval=0.01, max_interval=0.01)
+    with make_client(emulator, poll=every_10ms) as client:
+        generation = client.submit(**inputs(asset_host, "voice.mp3"))
+        with caplog.at_level(logging.WARNING, logger="prefect_omnihuman"):
+            done = client.wait(generation, on_status=lambda g: seen.append(g.status))
+    assert seen[-1] == "completed" and {"rendering", "upscaling"} <= set(seen)
+    assert done.phase is Phase.COMPLETED
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "'rendering'" in warnings[0] and generation.id in warnings[0]
+
+
 def test_wait_reports_every_status_the_service_goes_through(
     emulator: Emulator, asset_host: AssetHost
 ) -> None:

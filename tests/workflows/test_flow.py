@@ -131,6 +131,25 @@ def test_without_staging_the_image_goes_inline_and_http_audio_passes_through(
     assert emulator.stats().fetched_urls == [asset_host.url_for("voice.wav")]
 
 
+def test_a_succeeded_status_with_a_video_delivers_a_playable_mp4(
+    emulator: Emulator, samples: Path, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    """Other models on the same endpoint answer `succeeded`; the video is what counts."""
+    emulator.config.status_words = {"completed": "succeeded"}
+    result = omnihuman_video(
+        image=str(samples / "portrait.png"),
+        audio=asset_host.url_for("voice.wav"),
+        destination=str(tmp_path / "succeeded.mp4"),
+        credentials=credentials_for(emulator),
+        polling=FAST_POLL,
+        timeout=60,
+    )
+    video = probe_video(result.location)
+    assert video.video_codec == "h264" and video.audio_codec == "aac"
+    assert abs(video.duration - 3.0) <= 1 / 25 + 0.05
+    assert set(emulator.stats().generations.values()) == {"completed"}
+
+
 def test_local_audio_without_staging_says_how_to_configure_it(
     emulator: Emulator, samples: Path, tmp_path: Path
 ) -> None:
