@@ -50,6 +50,48 @@ def test_emulator_command_serves_the_api_until_stopped() -> None:
         server.wait(timeout=10)
 
 
+def test_emulator_command_reports_the_status_words_it_is_told(asset_host: AssetHost) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [OMNIHUMAN, "emulator", "--port", str(port), "--api-key", "cli-key",
+         "--status-word", "queued=pending-x", "--status-word", "completed=succeeded"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/_emulator/health").is_success:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the emulator never answered"
+                time.sleep(0.1)
+        answer = httpx.post(
+            f"{url}/v2/video/generations",
+            json={
+                "model": "bytedance/omnihuman/v1.5",
+                "image_url": asset_host.url_for("portrait.png"),
+                "audio_url": asset_host.url_for("voice.wav"),
+            },
+            headers={"Authorization": "Bearer cli-key"},
+            timeout=30,
+        )
+        assert answer.status_code == 200 and answer.json()["status"] == "pending-x"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_emulator_command_refuses_an_unknown_status() -> None:
+    result = subprocess.run(
+        [OMNIHUMAN, "emulator", "--status-word", "done=succeeded"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    said = " ".join(result.stderr.replace("│", " ").split())  # typer's box may wrap it
+    assert result.returncode == 2 and "unknown status 'done'" in said
+
+
 def run_generate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [OMNIHUMAN, "generate", *args], env=env, capture_output=True, text=True, timeout=120
