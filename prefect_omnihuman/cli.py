@@ -110,6 +110,7 @@ def generate(
     The API key comes from $AIMLAPI_API_KEY, or from --credentials-block.
     """
     _configure_logging(verbose)
+    from prefect_omnihuman.api.client import check_reachable
     from prefect_omnihuman.api.models import DEFAULT_TTS_MODEL
     from prefect_omnihuman.workflows.block_loading import (
         credentials_from,
@@ -124,6 +125,7 @@ def generate(
 
     try:
         credentials = credentials_from(credentials_block, base_url=base_url)
+        check_reachable(credentials.base_url)  # a wrong address fails before Prefect starts
         storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
         if text is not None:
             result = omnihuman_narrated_video(
@@ -169,18 +171,39 @@ def emulator(
         int, typer.Option(help="Concurrent generations allowed per key before 429.")
     ] = 8,
     result_ttl: Annotated[float, typer.Option(help="Seconds a result URL stays valid.")] = 3600.0,
+    status_word: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status-word",
+            help="STATUS=WORD: report WORD instead of a status, e.g. completed=succeeded "
+            "(repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Run the offline emulator of the AI/ML API until interrupted."""
+    from pydantic import ValidationError
+
     from prefect_omnihuman.emulator import EmulatorConfig, serve
 
     _configure_logging(verbose=False)
     keys = api_key or [os.environ.get("AIMLAPI_API_KEY") or "emulator-key"]
-    config = EmulatorConfig(
-        api_keys=keys,
-        time_scale=time_scale,
-        max_concurrent_per_key=max_concurrent,
-        result_ttl_seconds=result_ttl,
-    )
+    words: dict[str, str] = {}
+    for pair in status_word or []:
+        status, sep, word = pair.partition("=")
+        if not sep or not status.strip() or not word.strip():
+            raise typer.BadParameter(f"{pair!r}: expected STATUS=WORD, e.g. completed=succeeded")
+        words[status.strip()] = word.strip()
+    try:
+        config = EmulatorConfig(
+            api_keys=keys,
+            time_scale=time_scale,
+            max_concurrent_per_key=max_concurrent,
+            result_ttl_seconds=result_ttl,
+            status_words=words,
+        )
+    except ValidationError as error:
+        message = "; ".join(str(e["msg"]) for e in error.errors())
+        raise typer.BadParameter(message, param_hint="--status-word") from None
     serve(host, port, config)
 
 
@@ -259,6 +282,7 @@ def batch(
     _configure_logging(verbose)
     if not verbose:
         _quiet_console_logs()
+    from prefect_omnihuman.api.client import check_reachable
     from prefect_omnihuman.batch.batch_flow import BatchResult, omnihuman_batch, watch_batch
     from prefect_omnihuman.batch.progress_view import BatchProgress, outcome_table
     from prefect_omnihuman.workflows.block_loading import (
@@ -269,6 +293,7 @@ def batch(
 
     try:
         credentials = credentials_from(credentials_block, base_url=base_url)
+        check_reachable(credentials.base_url)  # a wrong address fails before Prefect starts
         storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
         with BatchProgress(console) as display, watch_batch(display.update):
             state = omnihuman_batch(

@@ -16,6 +16,7 @@ OmniHumanError
 │   ├── RateLimitError            429: too many requests or generations (retry_after kept)
 │   └── ServerError               5xx
 ├── TransportError                the request never got an answer (refused, dropped, timed out)
+│   └── ServiceUnreachableError   the API root was never reached: refused, or its host unknown
 ├── AmbiguousSubmissionError      a POST failed after it was sent: it may have been accepted
 ├── GenerationFailedError         a generation ended in status `error`
 ├── GenerationTimeoutError        waiting for a generation took longer than allowed
@@ -170,6 +171,29 @@ class TransportError(OmniHumanError):
     def __init__(self, message: str, *, sent: bool):
         self.sent = sent
         super().__init__(message)
+
+
+class ServiceUnreachableError(TransportError):
+    """The API root cannot be reached at all: a wrong address, so waiting cannot help.
+
+    Raised when the first contact with the API root in this process is refused, or
+    when its host name does not resolve. Never retried. Once the service has answered
+    in this process, a refused connection is a `TransportError` (retried) instead.
+
+    Attributes:
+        base_url: The API root that could not be reached.
+        reason: What happened (refused, or the host does not resolve).
+    """
+
+    def __init__(self, base_url: str, reason: str):
+        self.base_url = base_url
+        self.reason = reason
+        super().__init__(
+            f"Cannot reach the AI/ML API at {base_url}: {reason}. Fix: check the API root "
+            f"given by --base-url or AIMLAPI_BASE_URL (or the AimlApiCredentials block's "
+            f"base_url); the real API is https://api.aimlapi.com",
+            sent=False,
+        )
 
 
 class AmbiguousSubmissionError(OmniHumanError):

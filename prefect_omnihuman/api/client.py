@@ -7,6 +7,10 @@ mapped to the error tree in `_Protocol`, shared by both; the two classes only se
 and sleep. Retries follow `retries.RetryPolicy`: idempotent GETs are retried on any
 transient failure, a POST only when it provably was not accepted.
 
+A wrong address fails fast: until the API root has answered once in this process, a
+refused connection or a host that does not resolve raises `ServiceUnreachableError`,
+which nothing retries. Afterwards a refused connection is a passing outage, retried.
+
 Example:
     ```python
     from prefect_omnihuman.api.client import OmniHumanClient
@@ -24,7 +28,10 @@ import asyncio
 import email.utils
 import logging
 import os
+import socket
+import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -63,6 +70,7 @@ from prefect_omnihuman.errors import (
     RateLimitError,
     ResultExpiredError,
     ServerError,
+    ServiceUnreachableError,
     SpeechDownloadError,
     TransportError,
 )
@@ -95,6 +103,72 @@ def transport_error(exc: httpx.TransportError) -> TransportError:
     except RuntimeError:  # raised without its request
         target = ""
     return TransportError(f"{type(exc).__name__} {where}{target}: {detail}", sent=sent)
+
+
+#: API roots that have answered (any HTTP status) in this process; see `unreachable_reason`.
+_ANSWERED_ROOTS: set[str] = set()
+_ANSWERED_LOCK = threading.Lock()
+
+
+def _note_answer(base_url: str) -> None:
+    if base_url not in _ANSWERED_ROOTS:
+        with _ANSWERED_LOCK:
+            _ANSWERED_ROOTS.add(base_url)
+
+
+def has_answered(base_url: str) -> bool:
+    """Whether the API at `base_url` has answered any request in this process."""
+    return base_url.rstrip("/") in _ANSWERED_ROOTS
+
+
+def unreachable_reason(exc: httpx.TransportError) -> str | None:
+    """Why a failed connection means a wrong address: refused, or the host is unknown.
+
+    Only meaningful before the service has answered once: afterwards the same
+    failures are a passing outage (a restart, a deploy) and are retried.
+    """
+    if not isinstance(exc, httpx.ConnectError):
+        return None
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return f"its host name does not resolve ({cause.strerror or cause})"
+        if isinstance(cause, ConnectionRefusedError):
+            return "the connection was refused (nothing listens there)"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def check_reachable(base_url: str, *, timeout: float = 5.0) -> None:
+    """Raise `ServiceUnreachableError` at once if `base_url` is a wrong address.
+
+    A cheap check before anything slow starts (a Prefect server, a batch): it resolves
+    the host and opens one TCP connection, sending nothing. Only a host that does not
+    resolve or a refused connection raise; anything else (a slow network, a proxy in
+    the environment) is left to the client's own retries.
+
+    Example:
+        ```python
+        check_reachable("http://127.0.0.1:8787")  # raises if nothing listens there
+        ```
+    """
+    url = httpx.URL(base_url)
+    host = url.host
+    if not host or url.scheme not in ("http", "https"):
+        return
+    if any(urllib.request.getproxies_environment().get(s) for s in (url.scheme, "all")):
+        return  # the proxy, not this machine, connects to the API
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except socket.gaierror as exc:
+        reason = f"its host name does not resolve ({exc.strerror or exc})"
+    except ConnectionRefusedError:
+        reason = "the connection was refused (nothing listens there)"
+    except OSError:
+        return
+    raise ServiceUnreachableError(base_url.rstrip("/"), reason)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -226,6 +300,14 @@ class _Protocol:
             },
         }
 
+    def _transport_error(self, exc: httpx.TransportError) -> TransportError:
+        """Our error for a failed request to the API root: unreachable, or transient."""
+        if not has_answered(self.base_url):
+            reason = unreachable_reason(exc)
+            if reason is not None:
+                return ServiceUnreachableError(self.base_url, reason)
+        return transport_error(exc)
+
     def _note_retry(self, what: str, attempt: int, error: Exception, delay: float) -> None:
         self.log.warning(
             "%s failed (%s); retry %d of %d in %.1f s",
@@ -235,14 +317,6 @@ class _Protocol:
             self.retry.max_attempts - 1,
             delay,
         )
-
-    def _check_status(self, generation: Generation) -> None:
-        if not is_known_status(generation.status):
-            self.log.warning(
-                "Generation %s reported unknown status %r; treating it as still pending",
-                generation.id,
-                generation.status,
-            )
 
     @staticmethod
     def _finished(generation: Generation) -> Generation:
@@ -274,6 +348,7 @@ class _Waiter:
         self.offset = max(0.0, time.time() - started_at) if started_at else 0.0
         self.expected = protocol.poll.expected_seconds(audio_seconds)
         self.last_status = "unknown"
+        self.warned_unknown = False
 
     def waited(self) -> float:
         return time.monotonic() - self.started
@@ -287,13 +362,25 @@ class _Waiter:
                 generation.status,
                 self.offset + self.waited(),
             )
-            self.protocol._check_status(generation)
+            self._check_status(generation)
             self.last_status = generation.status
             if self.on_status:
                 self.on_status(generation)
         if generation.phase is Phase.PENDING:
             return None
         return _Protocol._finished(generation)
+
+    def _check_status(self, generation: Generation) -> None:
+        """Warn once per generation about a status word outside the known set."""
+        pending = generation.phase is Phase.PENDING
+        if pending and not self.warned_unknown and not is_known_status(generation.status):
+            self.warned_unknown = True
+            self.protocol.log.warning(
+                "Generation %s reported unknown status %r without a video; treating it as "
+                "still pending until an answer carries the video",
+                generation.id,
+                generation.status,
+            )
 
     def poll_failed(self, error: Exception) -> None:
         """A poll failed even after the request's own retries: keep waiting unless permanent."""
@@ -453,7 +540,8 @@ class OmniHumanClient(_Protocol):
         try:
             response = self._http.send(request, stream=stream)
         except httpx.TransportError as exc:
-            raise transport_error(exc) from None
+            raise self._transport_error(exc) from None
+        _note_answer(self.base_url)
         if response.is_success:
             return response
         if stream:
@@ -687,7 +775,8 @@ class AsyncOmniHumanClient(_Protocol):
         try:
             response = await self._http.send(request, stream=stream)
         except httpx.TransportError as exc:
-            raise transport_error(exc) from None
+            raise self._transport_error(exc) from None
+        _note_answer(self.base_url)
         if response.is_success:
             return response
         await response.aread()

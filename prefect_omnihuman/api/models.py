@@ -34,7 +34,10 @@ class Phase(str, Enum):
 
 
 def phase_of(status: str) -> Phase:
-    """Map an API status word to a phase; unknown words count as pending."""
+    """Map an API status word alone to a phase; unknown words count as pending.
+
+    `Generation.phase` also looks at the answer: one with a video is complete.
+    """
     word = status.strip().lower()
     if word in COMPLETED_STATUSES:
         return Phase.COMPLETED
@@ -153,8 +156,16 @@ class Generation(BaseModel):
 
     @property
     def phase(self) -> Phase:
-        """Pending, completed or error, whatever status word the API used."""
-        return phase_of(self.status)
+        """Pending, completed or error, whatever status word the API used.
+
+        An answer that carries a video URL is complete, whatever its word (the API's
+        docs show `succeeded` for other models on the same endpoint), unless the word
+        says error. An unknown word without a video counts as pending.
+        """
+        phase = phase_of(self.status)
+        if phase is Phase.PENDING and self.video_url:
+            return Phase.COMPLETED
+        return phase
 
     @property
     def video_url(self) -> str | None:

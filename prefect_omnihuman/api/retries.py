@@ -3,7 +3,8 @@
 Two questions are kept apart:
 
 - *Is it transient?* 429, 5xx and transport failures are; 400/401/403/404/422, a
-  generation in `error` and bad input are not.
+  generation in `error`, bad input and an API root that was never reachable
+  (`ServiceUnreachableError`: a wrong address) are not.
 - *Is it safe to repeat?* A GET always is. A POST creates a paid generation, so it
   is repeated only when the request provably was not accepted: the connection was
   refused before anything was sent, or the service answered 429 or 503.
@@ -19,6 +20,7 @@ from prefect_omnihuman.errors import (
     ApiError,
     RateLimitError,
     ServerError,
+    ServiceUnreachableError,
     TransportError,
 )
 
@@ -28,6 +30,8 @@ NOT_ACCEPTED_SERVER_STATUSES = frozenset({503})
 
 def is_transient(error: BaseException) -> bool:
     """Whether repeating the same idempotent request later may succeed."""
+    if isinstance(error, ServiceUnreachableError):
+        return False
     return isinstance(error, RateLimitError | ServerError | TransportError)
 
 
@@ -37,6 +41,8 @@ def is_safe_to_resubmit(error: BaseException) -> bool:
         return True
     if isinstance(error, ServerError):
         return error.status_code in NOT_ACCEPTED_SERVER_STATUSES
+    if isinstance(error, ServiceUnreachableError):
+        return False  # nothing was sent, but sending it again cannot reach anyone either
     if isinstance(error, TransportError):
         return not error.sent
     return False

@@ -30,6 +30,9 @@ FAULT_ROUTES: dict[str, frozenset[str]] = {
     "out_of_credits": frozenset({"post", "tts"}),
 }
 
+#: The emulator's own words for a job's phases; `EmulatorConfig.status_words` may rename them.
+STATUS_WORDS = ("queued", "waiting", "active", "generating", "completed", "error")
+
 #: Statuses a `server_error` fault picks from when none is given.
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
 
@@ -84,6 +87,24 @@ class EmulatorConfig(BaseModel):
         description="Caps the speed of video downloads (None: as fast as loopback allows); "
         "slow links let a test stop a client in the middle of one.",
     )
+    status_words: dict[str, str] = Field(
+        default_factory=dict,
+        description="The word reported for each of a job's statuses, e.g. "
+        '`{"completed": "succeeded"}` as other models on the endpoint answer; '
+        f"keys among {', '.join(STATUS_WORDS)}. Unnamed ones keep their own word.",
+    )
+
+    @field_validator("status_words")
+    @classmethod
+    def _known_status_words(cls, words: dict[str, str]) -> dict[str, str]:
+        for status in words:
+            if status not in STATUS_WORDS:
+                raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUS_WORDS)}")
+        return words
+
+    def status_word(self, status: str) -> str:
+        """The word the emulator reports for `status`."""
+        return self.status_words.get(status, status)
 
 
 class FaultConfig(BaseModel):

@@ -346,7 +346,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._json(
             200,
-            {"id": job.id, "status": "queued", "meta": {"usage": {"tokens_used": job.tokens_used}}},
+            {
+                "id": job.id,
+                "status": self.emulator.config.status_word("queued"),
+                "meta": {"usage": {"tokens_used": job.tokens_used}},
+            },
         )
 
     def _poll(self, query: str) -> None:

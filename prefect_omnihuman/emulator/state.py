@@ -280,7 +280,7 @@ class EmulatorState:
         status = job.status(now)
         body: dict[str, Any] = {
             "id": job.id,
-            "status": status,
+            "status": self.config.status_word(status),
             "video": None,
             "duration": None,
             "error": None,

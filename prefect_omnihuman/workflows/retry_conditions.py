@@ -1,7 +1,8 @@
 """Prefect `retry_condition_fn`s: which failed task runs are worth another try.
 
 They apply the rules of `retries` to a failed task's exception, so task-level
-retries follow the same classification as the client's own.
+retries follow the same classification as the client's own. Errors that cannot heal
+(bad input, 4xx, `ServiceUnreachableError` for a wrong API address) are never retried.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def failure_of(state: State[Any]) -> BaseException | None:
 
 
 def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry 429, 5xx and transport failures; nothing else."""
+    """Retry 429, 5xx and transport failures; nothing else (not an unreachable API root)."""
     error = failure_of(state)
     return error is not None and is_retryable_task_error(error)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 from prefect_omnihuman.api.client import AsyncOmniHumanClient, OmniHumanClient
 from prefect_omnihuman.api.models import Phase
 from prefect_omnihuman.api.polling import PollSchedule
-from prefect_omnihuman.emulator import AssetHost, Emulator
+from prefect_omnihuman.api.retries import NO_RETRIES, RetryPolicy, is_safe_to_resubmit, is_transient
+from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig
 from prefect_omnihuman.errors import (
     AmbiguousSubmissionError,
     AuthenticationError,
@@ -20,6 +22,7 @@ from prefect_omnihuman.errors import (
     InvalidRequestError,
     NotFoundError,
     ResultExpiredError,
+    ServiceUnreachableError,
     TransportError,
 )
 from prefect_omnihuman.media.probe import probe_video
@@ -64,6 +67,37 @@ def test_submit_wait_and_download_a_playable_video(
     assert abs(video.duration - 3.0) <= 1 / 25 + 0.05
     assert video.video_codec == "h264" and video.audio_codec == "aac"
     assert emulator.stats().accepted_posts == 1
+
+
+def test_a_succeeded_answer_with_its_video_completes_the_wait(
+    emulator: Emulator, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    emulator.config.status_words = {"completed": "succeeded"}
+    with make_client(emulator) as client:
+        done = client.wait(client.submit(**inputs(asset_host)))
+        video = probe_video(save(client, done, tmp_path / "out.mp4"))
+    assert done.status == "succeeded" and done.phase is Phase.COMPLETED
+    assert video.video_codec == "h264" and video.audio_codec == "aac"
+
+
+def test_unknown_words_without_a_video_stay_pending_with_one_warning(
+    emulator: Emulator, asset_host: AssetHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.config.status_words = {"waiting": "rendering", "active": "upscaling"}
+    emulator.config.time_scale = (
+        0.2  # each status lasts long enough to be seen, even on a busy machine
+    )
+    seen: list[str] = []
+    every_10ms = PollSchedule(min_interval=0.01, max_interval=0.01)
+    with make_client(emulator, poll=every_10ms) as client:
+        generation = client.submit(**inputs(asset_host, "voice.mp3"))
+        with caplog.at_level(logging.WARNING, logger="prefect_omnihuman"):
+            done = client.wait(generation, on_status=lambda g: seen.append(g.status))
+    assert seen[-1] == "completed" and {"rendering", "upscaling"} <= set(seen)
+    assert done.phase is Phase.COMPLETED
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "'rendering'" in warnings[0] and generation.id in warnings[0]
 
 
 def test_wait_reports_every_status_the_service_goes_through(
@@ -251,13 +285,57 @@ def test_expired_video_url_is_a_named_error(
     assert done.id in str(caught.value)
 
 
-def test_refused_connection_is_retried_because_nothing_was_sent() -> None:
+def test_a_refused_first_contact_fails_at_once_naming_the_address_and_the_fix() -> None:
     base_url = f"http://127.0.0.1:{free_port()}"
-    client = OmniHumanClient(TEST_KEY, base_url=base_url, retry=FAST_RETRY)
-    with client, pytest.raises(TransportError) as caught:
+    slow = RetryPolicy(max_attempts=5, base_delay=5.0)  # a retry would show in the time
+    client = OmniHumanClient(TEST_KEY, base_url=base_url, retry=slow)
+    started = time.monotonic()
+    with client, pytest.raises(ServiceUnreachableError) as caught:
         client.submit(image_url="http://127.0.0.1:9/a.png", audio_url="http://127.0.0.1:9/a.wav")
-    assert caught.value.sent is False
-    assert f"(POST {base_url}/v2/video/generations)" in str(caught.value)  # which URL failed
+    assert time.monotonic() - started < 2
+    assert isinstance(caught.value, TransportError) and caught.value.sent is False
+    assert base_url in str(caught.value) and "refused" in str(caught.value)
+    assert "--base-url" in str(caught.value) and "AIMLAPI_BASE_URL" in str(caught.value)
+    assert not is_transient(caught.value) and not is_safe_to_resubmit(caught.value)
+
+
+def test_a_host_that_does_not_resolve_fails_at_once() -> None:
+    base_url = "https://api.aimlapi.invalid"
+    client = OmniHumanClient(TEST_KEY, base_url=base_url, retry=RetryPolicy(base_delay=5.0))
+    with client, pytest.raises(ServiceUnreachableError) as caught:
+        client.get("some-id")
+    assert base_url in str(caught.value) and "does not resolve" in str(caught.value)
+
+
+def test_a_refused_connection_after_the_service_answered_is_retried(
+    asset_host: AssetHost,
+) -> None:
+    """The service restarts on its own port: the client rides it out, it was no wrong address."""
+    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.02, seed=7)
+    first = Emulator(config).start()
+    port = first.port
+    patient = RetryPolicy(max_attempts=20, base_delay=0.1, max_delay=0.3)
+    client = OmniHumanClient(TEST_KEY, base_url=first.url, retry=patient, poll=FAST_POLL)
+    second = Emulator(config, port=port)
+    try:
+        with client:
+            generation = client.submit(**inputs(asset_host))
+            first.stop()
+            with pytest.raises(TransportError) as refused:
+                OmniHumanClient(TEST_KEY, base_url=first.url, retry=NO_RETRIES).get(generation.id)
+            assert not isinstance(refused.value, ServiceUnreachableError)
+            assert "refused" in str(refused.value)
+
+            restart = threading.Timer(0.6, second.start)
+            restart.start()
+            started = time.monotonic()
+            with pytest.raises(NotFoundError):  # the restarted emulator forgot the job
+                client.get(generation.id)
+            restart.join()
+            assert time.monotonic() - started >= 0.5  # it waited for the restart
+    finally:
+        first.stop()
+        second.stop()
 
 
 def test_the_key_never_reaches_logs_reprs_or_errors(

@@ -34,6 +34,21 @@ def test_every_status_maps_to_a_phase_and_unknown_ones_stay_pending(
     assert Generation(id="g:m", status=status).phase is phase
 
 
+@pytest.mark.parametrize(
+    ("status", "video", "phase"),
+    [
+        ("succeeded", {"url": "https://cdn.example/v.mp4"}, Phase.COMPLETED),
+        ("done-v3", {"url": "https://cdn.example/v.mp4"}, Phase.COMPLETED),
+        ("succeeded", None, Phase.PENDING),
+        ("error", {"url": "https://cdn.example/v.mp4"}, Phase.ERROR),
+    ],
+)
+def test_an_answer_with_a_video_is_complete_whatever_its_word(
+    status: str, video: dict[str, str] | None, phase: Phase
+) -> None:
+    assert Generation(id="g:m", status=status, video=video).phase is phase  # type: ignore[arg-type]
+
+
 def test_unknown_statuses_are_flagged_for_logging() -> None:
     assert is_known_status("generating") and not is_known_status("rendering-v2")
 

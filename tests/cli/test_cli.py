@@ -50,6 +50,48 @@ def test_emulator_command_serves_the_api_until_stopped() -> None:
         server.wait(timeout=10)
 
 
+def test_emulator_command_reports_the_status_words_it_is_told(asset_host: AssetHost) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [OMNIHUMAN, "emulator", "--port", str(port), "--api-key", "cli-key",
+         "--status-word", "queued=pending-x", "--status-word", "completed=succeeded"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/_emulator/health").is_success:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the emulator never answered"
+                time.sleep(0.1)
+        answer = httpx.post(
+            f"{url}/v2/video/generations",
+            json={
+                "model": "bytedance/omnihuman/v1.5",
+                "image_url": asset_host.url_for("portrait.png"),
+                "audio_url": asset_host.url_for("voice.wav"),
+            },
+            headers={"Authorization": "Bearer cli-key"},
+            timeout=30,
+        )
+        assert answer.status_code == 200 and answer.json()["status"] == "pending-x"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_emulator_command_refuses_an_unknown_status() -> None:
+    result = subprocess.run(
+        [OMNIHUMAN, "emulator", "--status-word", "done=succeeded"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    said = " ".join(result.stderr.replace("│", " ").split())  # typer's box may wrap it
+    assert result.returncode == 2 and "unknown status 'done'" in said
+
+
 def run_generate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [OMNIHUMAN, "generate", *args], env=env, capture_output=True, text=True, timeout=120
@@ -94,3 +136,31 @@ def test_demo_makes_a_real_video_from_generated_inputs(tmp_path: Path) -> None:
     assert Path(result.location) == tmp_path / "omnihuman-demo.mp4"
     assert video.video_codec == "h264" and video.audio_codec == "aac"
     assert abs(video.duration - voice.duration) <= 1 / 25 + 0.05
+
+
+@pytest.mark.parametrize(
+    ("base_url", "reason"),
+    [
+        (f"http://127.0.0.1:{free_port()}", "refused"),
+        ("https://api.aimlapi.invalid", "does not resolve"),
+    ],
+    ids=["refused", "unknown-host"],
+)
+def test_a_wrong_address_fails_within_30_s_naming_it_and_the_fix(
+    base_url: str, reason: str, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    """Its own temporary Prefect server, as a user's first run: no PREFECT_API_URL."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["AIMLAPI_API_KEY"] = TEST_KEY
+    started = time.monotonic()
+    result = run_generate(
+        "--image", asset_host.url_for("portrait.png"), "--audio", asset_host.url_for("voice.wav"),
+        "--out", str(tmp_path / "x.mp4"), "--base-url", base_url, env=env,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ServiceUnreachableError" in last and base_url in last and reason in last
+    assert "--base-url" in last and "AIMLAPI_BASE_URL" in last
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+    assert not (tmp_path / "x.mp4").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,13 @@ from prefect_omnihuman.errors import (
     InvalidAudioError,
     InvalidImageError,
     ResultExpiredError,
+    ServiceUnreachableError,
     StagingRequiredError,
 )
 from prefect_omnihuman.media.probe import probe_video
 from prefect_omnihuman.media.samples import write_sample_voice
 
-from ..conftest import FAST_POLL, S3, TEST_KEY
+from ..conftest import FAST_POLL, S3, TEST_KEY, free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -127,6 +129,25 @@ def test_without_staging_the_image_goes_inline_and_http_audio_passes_through(
     )
     assert probe_video(result.location).video_codec == "h264"
     assert emulator.stats().fetched_urls == [asset_host.url_for("voice.wav")]
+
+
+def test_a_succeeded_status_with_a_video_delivers_a_playable_mp4(
+    emulator: Emulator, samples: Path, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    """Other models on the same endpoint answer `succeeded`; the video is what counts."""
+    emulator.config.status_words = {"completed": "succeeded"}
+    result = omnihuman_video(
+        image=str(samples / "portrait.png"),
+        audio=asset_host.url_for("voice.wav"),
+        destination=str(tmp_path / "succeeded.mp4"),
+        credentials=credentials_for(emulator),
+        polling=FAST_POLL,
+        timeout=60,
+    )
+    video = probe_video(result.location)
+    assert video.video_codec == "h264" and video.audio_codec == "aac"
+    assert abs(video.duration - 3.0) <= 1 / 25 + 0.05
+    assert set(emulator.stats().generations.values()) == {"completed"}
 
 
 def test_local_audio_without_staging_says_how_to_configure_it(
@@ -414,3 +435,23 @@ def test_a_missing_destination_bucket_fails_before_any_post(
         )
     assert "bucket" in str(caught.value)
     assert emulator.stats().accepted_posts + emulator.stats().rejected_posts == 0
+
+
+def test_an_unreachable_api_fails_the_flow_without_task_retries(
+    samples: Path, asset_host: AssetHost, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client-side check alone (no CLI preflight): no task retries a wrong address."""
+    base_url = f"http://127.0.0.1:{free_port()}"
+    with caplog.at_level(logging.INFO), pytest.raises(ServiceUnreachableError) as caught:
+        omnihuman_video(
+            image=str(samples / "portrait.png"),
+            audio=asset_host.url_for("voice.wav"),
+            destination=str(tmp_path / "never.mp4"),
+            credentials=AimlApiCredentials(api_key=TEST_KEY, base_url=base_url),
+            polling=FAST_POLL,
+        )
+    assert base_url in str(caught.value)
+    failed = [r.getMessage() for r in caplog.records if "ServiceUnreachableError" in r.getMessage()]
+    assert failed, "the failure was not logged"
+    assert not [m for m in failed if "will start" in m], "a task retried a wrong address"
+    assert not (tmp_path / "never.mp4").exists()
