@@ -93,7 +93,11 @@ def generate(
         str | None, typer.Option(help="Name of a saved AimlApiCredentials block.")
     ] = None,
     storage_block: Annotated[
-        str | None, typer.Option(help="Name of a saved MediaStorage block (instead of --stage).")
+        str | None,
+        typer.Option(
+            help="Saved storage block (instead of --stage): a MediaStorage name, or "
+            "s3-bucket/NAME, remote-file-system/NAME, local-file-system/NAME."
+        ),
     ] = None,
     force_new: Annotated[
         bool, typer.Option(help="Pay for a new generation even if these inputs were done.")
@@ -263,7 +267,11 @@ def batch(
         str | None, typer.Option(help="Name of a saved AimlApiCredentials block.")
     ] = None,
     storage_block: Annotated[
-        str | None, typer.Option(help="Name of a saved MediaStorage block (instead of --stage).")
+        str | None,
+        typer.Option(
+            help="Saved storage block (instead of --stage): a MediaStorage name, or "
+            "s3-bucket/NAME, remote-file-system/NAME, local-file-system/NAME."
+        ),
     ] = None,
     limit_name: Annotated[
         str, typer.Option(help="Prefect global concurrency limit shared by all batches.")
@@ -367,7 +375,8 @@ def download(
         str | None, typer.Option(help="Name of a saved AimlApiCredentials block.")
     ] = None,
     storage_block: Annotated[
-        str | None, typer.Option(help="MediaStorage block whose options reach --out.")
+        str | None,
+        typer.Option(help="Storage block (name or s3-bucket/NAME, ...) whose options reach --out."),
     ] = None,
     verbose: Annotated[bool, typer.Option(help="Log debug details.")] = False,
 ) -> None:

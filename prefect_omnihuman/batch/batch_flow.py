@@ -37,6 +37,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State
@@ -45,6 +46,7 @@ from prefect.logging import get_run_logger
 from prefect.results import ResultStore, get_result_store
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from prefect_omnihuman.api.client import DEFAULT_WAIT_TIMEOUT
 from prefect_omnihuman.api.polling import PollSchedule
@@ -319,7 +321,7 @@ def _table(result: BatchResult) -> list[dict[str, Any]]:
 def omnihuman_batch(
     manifest: str,
     credentials: AimlApiCredentials | str | None = None,
-    storage: MediaStorage | str | None = None,
+    storage: MediaStorage | SkipJsonSchema[Block] | str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     budget_seconds: float | None = None,
     budget_credits: float | None = None,
@@ -339,8 +341,9 @@ def omnihuman_batch(
     Args:
         manifest: CSV or JSONL at a local path or fsspec URL (see `manifest.py`).
         credentials: An `AimlApiCredentials` block or a saved block's name.
-        storage: A `MediaStorage` block (or its name): staging, default destinations,
-            and the storage options for `s3://` manifests, inputs and outputs.
+        storage: A `MediaStorage` block (or its name), or another storage block that
+            `omnihuman_video` accepts (`S3Bucket`, `s3-bucket/NAME`, ...): staging, default
+            destinations, and the storage options for `s3://` manifests, inputs and outputs.
         concurrency: Rows generating at once in this run; also the size given to the
             global concurrency limit `limit_name` if it does not exist yet (an
             existing limit keeps its size and caps all runs together).

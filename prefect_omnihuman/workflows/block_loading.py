@@ -6,9 +6,12 @@ that every entry point finds credentials and storage the same way.
 
 from __future__ import annotations
 
+from prefect.blocks.core import Block
+
 from prefect_omnihuman.api.polling import PollSchedule
 from prefect_omnihuman.errors import InputError
 from prefect_omnihuman.storage.media_storage import MediaStorage
+from prefect_omnihuman.storage.prefect_blocks import as_media_storage, load_storage_block
 from prefect_omnihuman.workflows.credentials import AimlApiCredentials
 
 
@@ -26,12 +29,16 @@ def resolve_credentials(credentials: AimlApiCredentials | str | None) -> AimlApi
     )
 
 
-def resolve_storage(storage: MediaStorage | str | None) -> MediaStorage | None:
-    """A storage block, loading it by name when given a string."""
+def resolve_storage(storage: MediaStorage | Block | str | None) -> MediaStorage | None:
+    """A storage block as a `MediaStorage`, loading it by name when given a string.
+
+    Besides `MediaStorage`, a prefect-aws `S3Bucket`, a `RemoteFileSystem` or a
+    `LocalFileSystem` (objects, or saved ones named `s3-bucket/NAME` and so on) are
+    converted; a bare name loads a `MediaStorage`. See `storage/prefect_blocks`.
+    """
     if isinstance(storage, str) and storage:
-        loaded: MediaStorage = MediaStorage.load(storage)  # type: ignore[assignment]
-        return loaded
-    return storage if isinstance(storage, MediaStorage) else None
+        return load_storage_block(storage)
+    return as_media_storage(storage) if isinstance(storage, Block) else None
 
 
 def credentials_from(

@@ -8,7 +8,9 @@ from typing import Any, cast
 
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.blocks.core import Block
 from prefect.logging import get_run_logger
+from pydantic.json_schema import SkipJsonSchema
 
 from prefect_omnihuman.api.client import DEFAULT_WAIT_TIMEOUT
 from prefect_omnihuman.api.models import (
@@ -71,7 +73,7 @@ def omnihuman_video(
     audio: str | Path | bytes,
     destination: str | None = None,
     credentials: AimlApiCredentials | str | None = None,
-    storage: MediaStorage | str | None = None,
+    storage: MediaStorage | SkipJsonSchema[Block] | str | None = None,
     model: str = DEFAULT_MODEL,
     model_params: dict[str, Any] | None = None,
     force_new: bool = False,
@@ -93,7 +95,9 @@ def omnihuman_video(
             `workflows/long_narration`. That needs `storage`, to stage the parts.
         destination: Path or fsspec URL for the MP4; defaults to `videos/` in `storage`.
         credentials: An `AimlApiCredentials` block or a saved block's name.
-        storage: A `MediaStorage` block (or its name) to stage local inputs and deliver to.
+        storage: Where to stage local inputs and deliver to: a `MediaStorage` block (or its
+            name), or a prefect-aws `S3Bucket`, `RemoteFileSystem` or `LocalFileSystem`
+            (or `s3-bucket/NAME`, `remote-file-system/NAME`, `local-file-system/NAME`).
         model: The video model.
         model_params: Extra request fields passed to the API unchanged.
         force_new: Pay for a new generation even if these inputs were generated before.
@@ -238,7 +242,7 @@ def omnihuman_narrated_video(
     image: str | Path | bytes,
     destination: str | None = None,
     credentials: AimlApiCredentials | str | None = None,
-    storage: MediaStorage | str | None = None,
+    storage: MediaStorage | SkipJsonSchema[Block] | str | None = None,
     voice: str | None = None,
     tts_model: str = DEFAULT_TTS_MODEL,
     model: str = DEFAULT_MODEL,
