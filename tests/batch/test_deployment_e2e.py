@@ -5,7 +5,8 @@ A `prefect server start` (SQLite, its own home) on a free loopback port; the blo
 copy of the repository; two workers (one flow run each, like two containers: own home
 and result storage, sharing only the S3 bucket with its ledger); and two runs of the
 scheduled batch deployment at once, on the same 12-row manifest in moto's S3. Every row
-must be delivered, paid for once across both workers, and the generations in flight must never exceed the shared concurrency limit.
+must be delivered, paid for once across both workers, and the generations in flight must
+never exceed the shared concurrency limit.
 """
 
 from __future__ import annotations
