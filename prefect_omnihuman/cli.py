@@ -254,6 +254,12 @@ def batch(
     budget_credits: Annotated[
         float | None, typer.Option(help="Refuse to start above this many credits.")
     ] = None,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(
+            help="Refuse to start above this many US dollars (default rate 2,000,000 credits = $1)."
+        ),
+    ] = None,
     base_url: Annotated[
         str | None, typer.Option(help="API root; defaults to $AIMLAPI_BASE_URL or the real API.")
     ] = None,
@@ -311,6 +317,7 @@ def batch(
                 concurrency=concurrency,
                 budget_seconds=budget_seconds,
                 budget_credits=budget_credits,
+                budget_usd=budget_usd,
                 limit_name=limit_name,
                 timeout=timeout,
                 polling=polling_capped(max_poll_interval),
@@ -341,7 +348,8 @@ def status(
         str | None, typer.Option(help="Name of a saved AimlApiCredentials block.")
     ] = None,
 ) -> None:
-    """Print what the API says about a generation: status, video link, duration, credits."""
+    """Print what the API says about a generation: status, video link, duration, cost."""
+    from prefect_omnihuman.api.pricing import format_cost
     from prefect_omnihuman.workflows.block_loading import credentials_from
 
     try:
@@ -357,6 +365,9 @@ def status(
         "video_url": generation.video_url,
         "duration": generation.video_duration,
         "credits_used": generation.credits_used,
+        "cost": None
+        if generation.credits_used is None
+        else format_cost(generation.credits_used, credentials.credits_per_usd),
         "error": generation.error.message if generation.error else None,
     }
     for name, value in fields.items():

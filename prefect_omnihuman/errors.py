@@ -94,11 +94,20 @@ class BudgetExceededError(InputError):
     Attributes:
         estimated_seconds: Seconds of audio the batch would newly pay for.
         estimated_credits: Credits that audio would cost.
+        estimated_usd: Those credits in US dollars, when known.
     """
 
-    def __init__(self, message: str, *, estimated_seconds: float, estimated_credits: float):
+    def __init__(
+        self,
+        message: str,
+        *,
+        estimated_seconds: float,
+        estimated_credits: float,
+        estimated_usd: float | None = None,
+    ):
         self.estimated_seconds = estimated_seconds
         self.estimated_credits = estimated_credits
+        self.estimated_usd = estimated_usd
         super().__init__(
             message,
             fix="raise the budget, split the manifest, or remove rows; nothing was submitted",

@@ -147,6 +147,9 @@ class NarrationSegment(BaseModel):
     end: float = Field(description="Seconds into the narration where the part ends.")
     generation_id: str
     credits_used: float | None = None
+    cost_usd: float | None = Field(
+        default=None, description="`credits_used` in US dollars, at the credentials' rate."
+    )
     reused: bool = Field(description="True when this part's generation was paid for earlier.")
     cut: str | None = Field(
         default=None, description="How the part's end was chosen: pause, gap or forced."
@@ -159,7 +162,7 @@ class OmniHumanResult(BaseModel):
     Example:
         ```python
         result = omnihuman_video(image="face.png", audio="voice.mp3", destination="out.mp4", ...)
-        print(result.location, result.generation_id, result.credits_used)
+        print(result.location, result.generation_id, result.credits_used, result.cost_usd)
         ```
     """
 
@@ -172,6 +175,11 @@ class OmniHumanResult(BaseModel):
     size_bytes: int
     credits_used: float | None = Field(
         default=None, description="Credits (or tokens) the API reported."
+    )
+    cost_usd: float | None = Field(
+        default=None,
+        description="`credits_used` in US dollars, at the credentials' `credits_per_usd`. "
+        "When `reused`, an earlier run paid it and this run spent nothing.",
     )
     model: str
     fingerprint: str = Field(description="Identity of the inputs, model and parameters.")

@@ -4,6 +4,7 @@
 - `models`: the request and response models, model limits and status phases.
 - `retries`: which HTTP failures are retried, with what backoff.
 - `polling`: `PollSchedule`, how often a running generation is asked about.
+- `pricing`: credits in US dollars (2,000,000 to $1) and `format_cost` for readable costs.
 
 May import: `prefect_omnihuman.errors` and this package. Never Prefect, never a higher part.
 """

@@ -45,11 +45,17 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_run_logger
 from prefect.results import ResultStore, get_result_store
 from prefect.states import Completed, Failed
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 from pydantic.json_schema import SkipJsonSchema
 
 from prefect_omnihuman.api.client import DEFAULT_WAIT_TIMEOUT
 from prefect_omnihuman.api.polling import PollSchedule
+from prefect_omnihuman.api.pricing import (
+    CREDITS_PER_USD,
+    credits_to_usd,
+    format_cost,
+    format_reused_cost,
+)
 from prefect_omnihuman.batch.budget import (
     CREDITS_PER_AUDIO_SECOND,
     BudgetEstimate,
@@ -97,8 +103,20 @@ class RowOutcome(BaseModel):
     generation_id: str | None = None
     duration: float | None = None
     credits_used: float | None = None
+    cost_usd: float | None = Field(
+        default=None,
+        description="`credits_used` in US dollars; for a reused row, paid by an earlier run.",
+    )
     error_type: str | None = None
     error: str | None = None
+
+    def cost(self, credits_per_usd: float = CREDITS_PER_USD) -> str:
+        """What the row cost this run, readable: a reused row cost nothing now."""
+        if self.status == "reused":
+            return format_reused_cost(self.credits_used, credits_per_usd)
+        if self.status == "failed":
+            return ""
+        return format_cost(self.credits_used, credits_per_usd)
 
     @classmethod
     def of_result(cls, row: ManifestRow, result: OmniHumanResult) -> RowOutcome:
@@ -111,6 +129,7 @@ class RowOutcome(BaseModel):
             generation_id=result.generation_id,
             duration=round(result.duration, 3),
             credits_used=result.credits_used,
+            cost_usd=result.cost_usd,
         )
 
     @classmethod
@@ -142,6 +161,7 @@ class BatchResult(BaseModel):
     estimate: BudgetEstimate | None = None
     limit_name: str = GENERATIONS_LIMIT
     concurrency: int = Field(DEFAULT_CONCURRENCY, description="Generations at once (this run).")
+    credits_per_usd: float = Field(CREDITS_PER_USD, description="The rate for dollar figures.")
 
     @property
     def failures(self) -> list[RowOutcome]:
@@ -152,6 +172,19 @@ class BatchResult(BaseModel):
     def credits_spent(self) -> float:
         """Credits of the generations this run paid for (reused ones cost nothing)."""
         return sum(row.credits_used or 0.0 for row in self.rows if row.status == "delivered")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def usd_spent(self) -> float:
+        """`credits_spent` in US dollars (reused rows cost nothing)."""
+        return credits_to_usd(self.credits_spent, self.credits_per_usd) or 0.0
+
+    def spend(self) -> str:
+        """What this run paid, readable, and what reused rows' generations cost earlier."""
+        earlier = sum(row.credits_used or 0.0 for row in self.rows if row.status == "reused")
+        if not earlier:
+            return format_cost(self.credits_spent, self.credits_per_usd)
+        return format_reused_cost(earlier, self.credits_per_usd, now=self.credits_spent)
 
     def summary(self) -> str:
         """One line: how many rows went which way."""
@@ -298,7 +331,11 @@ def _price_rows(
         priced = list(pool.map(price, manifest.rows))
     problems = [item for item in priced if isinstance(item, RowProblem)]
     costs = [item for item in priced if not isinstance(item, RowProblem)]
-    estimate = estimate_budget(costs, credits_per_audio_second=credits_per_audio_second)
+    estimate = estimate_budget(
+        costs,
+        credits_per_audio_second=credits_per_audio_second,
+        credits_per_usd=credentials.credits_per_usd,
+    )
     return estimate, problems
 
 
@@ -309,7 +346,7 @@ def _table(result: BatchResult) -> list[dict[str, Any]]:
             "status": row.status,
             "location": row.location or row.out or "",
             "duration": "" if row.duration is None else f"{row.duration:.2f} s",
-            "credits": "" if row.credits_used is None else f"{row.credits_used:g}",
+            "cost": row.cost(result.credits_per_usd),
             "generation": row.generation_id or "",
             "error": "" if row.error is None else f"{row.error_type}: {row.error}",
         }
@@ -325,6 +362,7 @@ def omnihuman_batch(
     concurrency: int = DEFAULT_CONCURRENCY,
     budget_seconds: float | None = None,
     budget_credits: float | None = None,
+    budget_usd: float | None = None,
     limit_name: str = GENERATIONS_LIMIT,
     credits_per_audio_second: float = CREDITS_PER_AUDIO_SECOND,
     timeout: float = DEFAULT_WAIT_TIMEOUT,
@@ -349,6 +387,8 @@ def omnihuman_batch(
             existing limit keeps its size and caps all runs together).
         budget_seconds: Refuse to start if the new audio would exceed this many seconds.
         budget_credits: Refuse to start if the new generations would exceed these credits.
+        budget_usd: Refuse to start if they would cost more than these US dollars (at
+            the credentials' `credits_per_usd`, 2,000,000 credits to $1 by default).
         limit_name: The Prefect global concurrency limit the rows share.
         credits_per_audio_second: The price used by the budget estimate.
         timeout: Seconds to wait for each generation.
@@ -381,10 +421,12 @@ def omnihuman_batch(
     problems = list(parsed.problems)
     runnable = list(parsed.rows)
     estimate = None
-    if budget_seconds is not None or budget_credits is not None:
+    if any(budget is not None for budget in (budget_seconds, budget_credits, budget_usd)):
         estimate, bad = _price_rows(parsed, creds, store, concurrency, credits_per_audio_second)
         logger.info("Budget estimate: %s", estimate.describe())
-        check_budget(estimate, max_seconds=budget_seconds, max_credits=budget_credits)
+        check_budget(
+            estimate, max_seconds=budget_seconds, max_credits=budget_credits, max_usd=budget_usd
+        )
         problems += bad
         bad_rows = {problem.row for problem in bad}
         runnable = [row for row in runnable if row.row not in bad_rows]
@@ -449,13 +491,14 @@ def omnihuman_batch(
         estimate=estimate,
         limit_name=limit_name,
         concurrency=min(concurrency, slots),
+        credits_per_usd=creds.credits_per_usd,
     )
     create_table_artifact(
         table=_table(result),
         key="omnihuman-batch",
-        description=f"OmniHuman batch {parsed.source}: {result.summary()}",
+        description=f"OmniHuman batch {parsed.source}: {result.summary()}; cost: {result.spend()}",
     )
-    logger.info("Batch done: %s", result.summary())
+    logger.info("Batch done: %s; cost: %s", result.summary(), result.spend())
     return cast(BatchResult, _final_state(result))
 
 

@@ -62,8 +62,13 @@ class BatchProgress:
 
 def outcome_table(result: BatchResult) -> Table:
     """The rows of a finished batch as a rich table."""
-    table = Table(title=f"{result.manifest}: {result.summary()}", title_justify="left")
-    for column in ("row", "status", "location", "duration", "credits", "generation"):
+    table = Table(
+        title=f"{result.manifest}: {result.summary()}",
+        title_justify="left",
+        caption=f"Cost: {result.spend()}",
+        caption_justify="left",
+    )
+    for column in ("row", "status", "location", "duration", "cost", "generation"):
         table.add_column(column, overflow="fold")
     for row in result.rows:
         style = _STYLES[row.status]
@@ -74,7 +79,7 @@ def outcome_table(result: BatchResult) -> Table:
             f"[{style}]{row.status}[/{style}]",
             row.location or row.out or "",
             "" if row.duration is None else f"{row.duration:.2f} s",
-            "" if row.credits_used is None else f"{row.credits_used:g}",
+            row.cost(result.credits_per_usd),
             detail,
         )
     return table

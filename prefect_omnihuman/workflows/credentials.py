@@ -9,6 +9,7 @@ from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
 from prefect_omnihuman.api.client import DEFAULT_BASE_URL, AsyncOmniHumanClient, OmniHumanClient
+from prefect_omnihuman.api.pricing import CREDITS_PER_USD
 from prefect_omnihuman.errors import AuthenticationError
 
 API_KEY_ENV = "AIMLAPI_API_KEY"
@@ -52,6 +53,13 @@ class AimlApiCredentials(CredentialsBlock):
         default=60.0,
         gt=0,
         description="Seconds one HTTP request may take before it counts as failed.",
+    )
+    credits_per_usd: float = Field(
+        default=CREDITS_PER_USD,
+        gt=0,
+        title="Credits per USD",
+        description="Credits one US dollar buys, to show costs in dollars; the API's "
+        "published rate is 2,000,000. Change it if your account pays another rate.",
     )
 
     @classmethod

@@ -37,6 +37,7 @@ from prefect.transactions import IsolationLevel
 from prefect_omnihuman.api.client import DEFAULT_WAIT_TIMEOUT, OmniHumanClient
 from prefect_omnihuman.api.models import MAX_AUDIO_SECONDS, Generation, VideoGenerationRequest
 from prefect_omnihuman.api.polling import PollSchedule
+from prefect_omnihuman.api.pricing import format_cost
 from prefect_omnihuman.api.retries import RetryPolicy
 from prefect_omnihuman.errors import (
     AmbiguousSubmissionError,
@@ -239,7 +240,7 @@ def _pay(
     logger.info(
         "Generation %s accepted%s",
         generation.id,
-        f" ({credits:g} credits)" if credits is not None else "",
+        f" ({format_cost(credits, credentials.credits_per_usd)})" if credits is not None else "",
     )
     emit_submitted(
         generation.id, fingerprint=fingerprint, audio_seconds=audio_seconds, credits_used=credits

@@ -28,6 +28,7 @@ from prefect.logging import get_run_logger
 
 from prefect_omnihuman.api.models import VideoGenerationRequest
 from prefect_omnihuman.api.polling import PollSchedule
+from prefect_omnihuman.api.pricing import credits_to_usd, format_cost, format_reused_cost
 from prefect_omnihuman.errors import StagingRequiredError
 from prefect_omnihuman.media.narration import Segment, split_narration, stitch_videos
 from prefect_omnihuman.results import (
@@ -143,11 +144,23 @@ def stitch_video(
     )
 
 
-def _report(result: OmniHumanResult) -> str:
+def _total_cost(result: OmniHumanResult, credits_per_usd: float) -> str:
+    """What the video cost: parts paid in this run, and parts an earlier run paid for."""
+    if not any(s.reused for s in result.segments):
+        return format_cost(result.credits_used, credits_per_usd)
+    now = sum(s.credits_used or 0.0 for s in result.segments if not s.reused)
+    earlier = sum(s.credits_used or 0.0 for s in result.segments if s.reused)
+    return format_reused_cost(earlier, credits_per_usd, now=now)
+
+
+def _report(result: OmniHumanResult, credits_per_usd: float) -> str:
+    def reused(s: NarrationSegment) -> str:
+        paid = format_cost(s.credits_used, credits_per_usd)
+        return f"yes (paid earlier: {paid})" if s.reused else "no"
+
     rows = "\n".join(
         f"| {s.index + 1} | {s.start:.2f}-{s.end:.2f} s | `{s.generation_id}` | "
-        f"{'n/a' if s.credits_used is None else f'{s.credits_used:g}'} | "
-        f"{'yes' if s.reused else 'no'} |"
+        f"{format_cost(0.0 if s.reused else s.credits_used, credits_per_usd)} | {reused(s)} |"
         for s in result.segments
     )
     steps = "\n".join(f"| {step} | {seconds:.2f} s |" for step, seconds in result.timings.items())
@@ -156,8 +169,8 @@ def _report(result: OmniHumanResult) -> str:
         f"- **Stored at**: `{result.location}`\n"
         f"- **Duration**: {result.duration:.2f} s, {result.size_bytes / 1e6:.2f} MB\n"
         f"- **Parts**: {len(result.segments)} (one paid generation each)\n"
-        f"- **Credits used**: {'n/a' if result.credits_used is None else result.credits_used}\n\n"
-        f"| Part | Narration | Generation | Credits | Reused |\n|---|---|---|---|---|\n{rows}\n\n"
+        f"- **Cost**: {_total_cost(result, credits_per_usd)}\n\n"
+        f"| Part | Narration | Generation | Cost now | Reused |\n|---|---|---|---|---|\n{rows}\n\n"
         f"| Step | Time |\n|---|---|\n{steps}\n"
     )
 
@@ -274,7 +287,7 @@ def generate_segmented(
             s_future.result()
             completed: SubmittedGeneration = p_future.result()
             parts.append(_delivered(d_future, completed, credentials, storage))
-            records.append(_record(segment, completed, s_future))
+            records.append(_record(segment, completed, s_future, credentials.credits_per_usd))
 
         stitched = _stitched(parts, segments, narration, checked, destination, storage)
         timings["stitch"] = round(time.perf_counter() - mark, 3)
@@ -288,6 +301,7 @@ def generate_segmented(
         duration=stitched.duration,
         size_bytes=stitched.size_bytes,
         credits_used=sum(credits) if credits else None,
+        cost_usd=credits_to_usd(sum(credits), credentials.credits_per_usd) if credits else None,
         model=model,
         fingerprint=fingerprint,
         reused=all(r.reused for r in records),
@@ -299,15 +313,25 @@ def generate_segmented(
         link_text=Path(result.location).name,
         description=f"OmniHuman video of a {len(records)}-part narration",
     )
-    create_markdown_artifact(markdown=_report(result), description="OmniHuman long narration")
+    per_usd = credentials.credits_per_usd
+    create_markdown_artifact(
+        markdown=_report(result, per_usd), description="OmniHuman long narration"
+    )
     logger.info(
-        "Video of %d parts stored at %s (%.2f s)", len(records), result.location, result.duration
+        "Video of %d parts stored at %s (%.2f s); cost: %s",
+        len(records),
+        result.location,
+        result.duration,
+        _total_cost(result, per_usd),
     )
     return result
 
 
 def _record(
-    segment: Segment, completed: SubmittedGeneration, future: PrefectFuture[Any]
+    segment: Segment,
+    completed: SubmittedGeneration,
+    future: PrefectFuture[Any],
+    credits_per_usd: float,
 ) -> NarrationSegment:
     generation = completed.generation
     return NarrationSegment(
@@ -316,6 +340,7 @@ def _record(
         end=round(segment.end, 6),
         generation_id=generation.id,
         credits_used=generation.credits_used,
+        cost_usd=credits_to_usd(generation.credits_used, credits_per_usd),
         reused=future.state.name == "Cached" or completed.reused,
         cut=segment.cut.kind if segment.cut else None,
     )

@@ -20,6 +20,7 @@ from prefect_omnihuman.api.models import (
     VideoGenerationRequest,
 )
 from prefect_omnihuman.api.polling import PollSchedule
+from prefect_omnihuman.api.pricing import credits_to_usd, format_cost, format_reused_cost
 from prefect_omnihuman.errors import InputError, StagingRequiredError
 from prefect_omnihuman.media.input_checks import check_image
 from prefect_omnihuman.results import OmniHumanResult, SubmittedGeneration, generation_fingerprint
@@ -52,15 +53,22 @@ def _link(location: str) -> str:
     return Path(location).resolve().as_uri() if is_local(location) else location
 
 
-def _report(result: OmniHumanResult) -> str:
+def _report_cost(result: OmniHumanResult, credits_per_usd: float) -> str:
+    """What the video cost this run: nothing when it reused an earlier generation."""
+    if result.reused:
+        return format_reused_cost(result.credits_used, credits_per_usd)
+    return format_cost(result.credits_used, credits_per_usd)
+
+
+def _report(result: OmniHumanResult, credits_per_usd: float) -> str:
     rows = "\n".join(f"| {step} | {seconds:.2f} s |" for step, seconds in result.timings.items())
-    credits = "n/a" if result.credits_used is None else f"{result.credits_used:g}"
+    cost = _report_cost(result, credits_per_usd)
     return (
         f"# OmniHuman video\n\n"
         f"- **Generation id**: `{result.generation_id}`\n"
         f"- **Stored at**: `{result.location}`\n"
         f"- **Duration**: {result.duration:.2f} s, {result.size_bytes / 1e6:.2f} MB\n"
-        f"- **Credits used**: {credits}\n"
+        f"- **Cost**: {cost}\n"
         f"- **Model**: `{result.model}`\n"
         f"- **Reused an earlier generation**: {'yes' if result.reused else 'no'}\n\n"
         f"| Step | Time |\n|---|---|\n{rows}\n"
@@ -207,13 +215,15 @@ def omnihuman_video(
     timings["total"] = round(time.perf_counter() - started, 3)
 
     generation = completed.generation
+    credits = generation.credits_used or submitted.generation.credits_used
     result = OmniHumanResult(
         generation_id=generation.id,
         location=delivered.location,
         source_url=generation.video_url,
         duration=delivered.duration,
         size_bytes=delivered.size_bytes,
-        credits_used=generation.credits_used or submitted.generation.credits_used,
+        credits_used=credits,
+        cost_usd=credits_to_usd(credits, creds.credits_per_usd),
         model=model,
         fingerprint=fingerprint,
         reused=reused,
@@ -225,13 +235,15 @@ def omnihuman_video(
         description=f"OmniHuman video of generation {result.generation_id}",
     )
     create_markdown_artifact(
-        markdown=_report(result), description=f"OmniHuman generation {result.generation_id}"
+        markdown=_report(result, creds.credits_per_usd),
+        description=f"OmniHuman generation {result.generation_id}",
     )
     logger.info(
-        "Video of generation %s stored at %s (%.2f s)",
+        "Video of generation %s stored at %s (%.2f s); cost: %s",
         result.generation_id,
         result.location,
         result.duration,
+        _report_cost(result, creds.credits_per_usd),
     )
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -118,7 +119,16 @@ def test_two_bad_rows_are_reported_and_the_others_run_concurrently_within_the_li
     assert not [text for text in recorded if TEST_KEY in text]
     table = json.loads(str(artifacts["omnihuman-batch"].data))
     assert isinstance(table, list) and [row["status"] for row in table].count("failed") == 2
-    assert {"row", "status", "location", "duration", "credits", "error"} <= set(table[0])
+    assert {"row", "status", "location", "duration", "cost", "error"} <= set(table[0])
+    for line, row in zip(table[:6], result.rows[:6], strict=True):
+        assert row.credits_used and row.cost_usd == pytest.approx(row.credits_used / 2_000_000)
+        assert line["cost"] == f"{row.credits_used:,.0f} credits (${row.cost_usd:.2f})"
+        assert re.fullmatch(r"\d{1,3}(,\d{3})+ credits \(\$\d\.\d\d\)", line["cost"]), line["cost"]
+    assert [line["cost"] for line in table[6:]] == ["", ""]
+    assert result.usd_spent == pytest.approx(result.credits_spent / 2_000_000)
+    assert f"cost: {result.credits_spent:,.0f} credits (${result.usd_spent:.2f})" in str(
+        artifacts["omnihuman-batch"].description
+    )
     assert artifacts["omnihuman-batch-progress"].data == pytest.approx(100.0)
 
 
@@ -142,7 +152,13 @@ def test_rerunning_resumes_in_flight_rows_and_skips_delivered_ones_without_a_new
     state, resumed = run_batch(manifest, **arguments)
     assert state.is_completed(), state.message
     assert [row.status for row in resumed.rows] == ["reused"] * 3
-    assert resumed.credits_spent == 0.0
+    assert resumed.credits_spent == 0.0 and resumed.usd_spent == 0.0
+    for row in resumed.rows:
+        assert row.cost() == (
+            f"0 credits now ($0.00); paid earlier: {row.credits_used:,.0f} credits "
+            f"(${row.cost_usd:.2f})"
+        )
+    assert resumed.spend().startswith("0 credits now ($0.00); paid earlier: ")
     assert {row.generation_id for row in resumed.rows} == set(slow_emulator.stats().generations)
 
     state, again = run_batch(manifest, **arguments)
@@ -164,11 +180,16 @@ def test_the_budget_guard_refuses_before_any_post_and_counts_only_new_spend(
     assert caught.value.estimated_credits == pytest.approx(3.6 * 630_000, rel=0.01)
     with pytest.raises(BudgetExceededError, match="credits"):
         omnihuman_batch(manifest, budget_credits=2_000_000, **arguments)
+    # 3.6 s x 630,000 = 2,268,000 credits: $1.13 at the published 2,000,000 credits to $1.
+    with pytest.raises(BudgetExceededError) as caught:
+        omnihuman_batch(manifest, budget_usd=1, **arguments)
+    assert "~$1.13 (2,268,000 credits) > budget $1.00 (2,000,000 credits)" in str(caught.value)
+    assert caught.value.estimated_usd == pytest.approx(1.134, abs=0.01)
     stats = emulator.stats()
     assert stats.accepted_posts + stats.rejected_posts == 0 and not stats.fetched_urls
     assert not (tmp_path / "staging" / "inputs").exists() and not (tmp_path / "out").exists()
 
-    state, first = run_batch(manifest, budget_seconds=4, **arguments)
+    state, first = run_batch(manifest, budget_usd=1.2, **arguments)
     assert state.is_completed() and first.estimate and first.estimate.generations == 3
     # Everything is paid for now: a re-run fits in any budget.
     state, again = run_batch(manifest, budget_seconds=0.1, **arguments)

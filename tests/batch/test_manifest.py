@@ -147,6 +147,24 @@ def test_budget_counts_each_new_generation_once(samples: Path) -> None:
         check_budget(estimate, max_credits=1_000)
 
 
+def test_a_dollar_budget_converts_at_the_estimates_rate() -> None:
+    costs = [RowCost(row=1, audio_seconds=8.0, fingerprint="a")]  # 5,040,000 credits
+    estimate = estimate_budget(costs)
+    assert estimate.usd == pytest.approx(2.52)
+    assert "~5,040,000 credits ($2.52)" in estimate.describe()
+    check_budget(estimate, max_usd=2.52)
+    with pytest.raises(BudgetExceededError) as caught:
+        check_budget(estimate, max_usd=2.5)
+    assert "~$2.52 (5,040,000 credits) > budget $2.50 (5,000,000 credits)" in str(caught.value)
+    assert caught.value.estimated_usd == pytest.approx(2.52)
+    # An account that pays another rate: the same credits cost more dollars.
+    dearer = estimate_budget(costs, credits_per_usd=1_000_000)
+    with pytest.raises(BudgetExceededError, match=r"~\$5\.04 .* > budget \$5\.00"):
+        check_budget(dearer, max_usd=5)
+    with pytest.raises(BudgetExceededError, match=r"~5,040,000 credits \(\$2\.52\) > budget"):
+        check_budget(estimate, max_credits=5_000_000)
+
+
 def test_pricing_a_row_with_a_broken_voice_track_raises_its_input_error(
     samples: Path, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,9 +53,14 @@ def test_batch_finishes_the_good_rows_and_exits_1_with_the_bad_rows_reason(
         assert refused.returncode == 1
         last = refused.stderr.strip().splitlines()[-1]
         assert "BudgetExceededError" in last and "budget 2 s" in last
+        refused_usd = omnihuman(*args, "--budget-usd", "0.5", env=env)
+        assert refused_usd.returncode == 1
+        last = refused_usd.stderr.strip().splitlines()[-1]
+        assert "BudgetExceededError" in last and "> budget $0.50 (1,000,000 credits)" in last
+        assert re.search(r"~\$0\.\d\d \(1,\d{3},\d{3} credits\)", last), last
         assert emulator.stats().accepted_posts == 0
 
-        run = omnihuman(*args, env=env)
+        run = omnihuman(*args, env={**env, "COLUMNS": "250"})
     assert run.returncode == 1, run.stderr[-3000:]
     assert run.stdout.splitlines() == [
         str(tmp_path / "out" / "1.mp4"),
@@ -65,6 +71,10 @@ def test_batch_finishes_the_good_rows_and_exits_1_with_the_bad_rows_reason(
     assert probe_video(tmp_path / "out" / "3.mp4").audio_codec == "aac"
     assert emulator.stats().accepted_posts == 2
     assert TEST_KEY not in run.stdout + run.stderr + refused.stderr
+    # The table: each delivered row's cost in grouped credits and dollars, and the total.
+    costs = re.findall(r"\d{1,3}(?:,\d{3})+ credits \(\$\d\.\d\d\)", run.stderr)
+    assert len(costs) == 3, run.stderr[-3000:]  # two rows and the total
+    assert "Cost: " in run.stderr and "e+0" not in run.stderr
 
 
 def test_status_and_download_recover_a_generation_by_id(

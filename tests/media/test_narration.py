@@ -94,6 +94,10 @@ def test_a_95_s_narration_becomes_four_parts_and_one_continuous_mp4(
     assert stats.peak_concurrency >= 2  # the parts ran at the same time
     assert {s.generation_id for s in result.segments} == set(stats.generations)
     assert result.credits_used == pytest.approx(sum(s.credits_used or 0 for s in result.segments))
+    assert result.cost_usd == pytest.approx(result.credits_used / 2_000_000)
+    assert all(
+        s.cost_usd == pytest.approx((s.credits_used or 0) / 2_000_000) for s in result.segments
+    )
 
     video = probe_video(destination)
     assert abs(video.duration - 95.0) <= FRAME
@@ -115,6 +119,7 @@ def test_a_95_s_narration_becomes_four_parts_and_one_continuous_mp4(
 
     again = omnihuman_video(**arguments)
     assert again.reused and all(s.reused for s in again.segments)
+    assert again.cost_usd == pytest.approx(result.cost_usd)  # what the first run paid
     assert again.location == result.location
     stats = emulator.stats()
     assert stats.accepted_posts == 4 and stats.downloads == 4

@@ -69,12 +69,20 @@ def test_clients_share_the_blocks_settings_and_hide_the_key() -> None:
     sync_client.close()
 
 
+def test_the_dollar_rate_defaults_to_the_published_one_and_must_be_positive() -> None:
+    assert AimlApiCredentials(api_key="k").credits_per_usd == 2_000_000
+    assert AimlApiCredentials(api_key="k", credits_per_usd=1_500_000).credits_per_usd == 1_500_000
+    with pytest.raises(ValueError, match="greater than 0"):
+        AimlApiCredentials(api_key="k", credits_per_usd=0)
+
+
 def test_saved_block_round_trips_with_the_key_secret(prefect_api: str) -> None:
-    AimlApiCredentials(api_key="sk-saved-5678", base_url="http://127.0.0.1:9").save(
-        "test-credentials", overwrite=True
-    )
+    AimlApiCredentials(
+        api_key="sk-saved-5678", base_url="http://127.0.0.1:9", credits_per_usd=1_000_000
+    ).save("test-credentials", overwrite=True)
     loaded = AimlApiCredentials.load("test-credentials")
     assert loaded.api_key.get_secret_value() == "sk-saved-5678"
+    assert loaded.credits_per_usd == 1_000_000
     assert "sk-saved-5678" not in repr(loaded)
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import State
 
 from prefect_omnihuman import AimlApiCredentials, MediaStorage, OmniHumanResult, omnihuman_video
 from prefect_omnihuman.emulator import AssetHost, Emulator
@@ -190,6 +195,49 @@ def test_rerunning_identical_inputs_returns_the_stored_video_without_paying(
     forced = omnihuman_video(**arguments, force_new=True)
     assert forced.generation_id != first.generation_id and not forced.reused
     assert emulator.stats().accepted_posts == 2
+
+
+def summaries_of(state: State[Any]) -> list[str]:
+    """The markdown summaries a flow run created (not its link artifact)."""
+    with get_client(sync_client=True) as client:
+        runs = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        artifacts = client.read_artifacts(flow_run_filter=runs)
+    texts = [str(artifact.data) for artifact in artifacts if artifact.type == "markdown"]
+    return [text for text in texts if text.startswith("# OmniHuman video")]
+
+
+def test_the_summary_and_the_result_show_the_cost_in_dollars_and_a_reuse_costs_nothing(
+    emulator: Emulator, samples: Path, tmp_path: Path, local_storage: tuple[MediaStorage, AssetHost]
+) -> None:
+    storage, _ = local_storage
+    credentials = AimlApiCredentials(api_key=TEST_KEY, base_url=emulator.url)
+    credentials.credits_per_usd = 1_000_000  # an account's own rate, not the published one
+    arguments: dict[str, Any] = {
+        "image": str(samples / "portrait.png"),
+        "audio": str(samples / "voice.wav"),
+        "destination": str(tmp_path / "priced.mp4"),
+        "credentials": credentials,
+        "storage": storage,
+        "polling": FAST_POLL,
+    }
+    state = omnihuman_video(**arguments, return_state=True)
+    result = state.result()
+    assert isinstance(result, OmniHumanResult) and result.credits_used
+    # The emulator bills 630,000 credits per second of audio, as the API's own example does.
+    assert result.credits_used == pytest.approx(3.0 * 630_000, rel=0.02)
+    assert result.cost_usd == pytest.approx(result.credits_used / 1_000_000)
+    cost = f"{result.credits_used:,.0f} credits (${result.cost_usd:.2f})"
+    assert re.fullmatch(r"1,8\d\d,\d{3} credits \(\$1\.\d\d\)", cost), cost
+    (summary,) = summaries_of(state)
+    assert f"- **Cost**: {cost}\n" in summary
+    assert "e+" not in summary
+
+    state = omnihuman_video(**arguments, return_state=True)
+    again = state.result()
+    assert again.reused and again.cost_usd == result.cost_usd
+    (summary,) = summaries_of(state)
+    assert f"- **Cost**: 0 credits now ($0.00); paid earlier: {cost}\n" in summary
+    assert emulator.stats().accepted_posts == 1
 
 
 def test_wrong_key_fails_at_once_without_retries(
