@@ -115,6 +115,7 @@ def ledger_spend(
     stage: Stage = None, storage_block: StorageBlock = None, as_json: AsJson = False
 ) -> None:
     """Sum generations, seconds, credits and suspected duplicates by day and by model."""
+    from prefect_omnihuman.api.pricing import format_cost
     from prefect_omnihuman.storage.spend import spend_by_day_and_model
 
     try:
@@ -124,14 +125,14 @@ def ledger_spend(
     if as_json:
         print(json.dumps([line.model_dump() for line in lines], indent=1))
         return
-    table = Table("day (UTC)", "model", "generations", "seconds", "credits", "suspected duplicates")
+    table = Table("day (UTC)", "model", "generations", "seconds", "cost", "suspected duplicates")
     for line in lines:
         table.add_row(
             line.day,
             line.model,
             str(line.generations),
             f"{line.audio_seconds:.2f}",
-            f"{line.credits:,.0f}",
+            format_cost(line.credits),
             str(line.suspected_duplicates),
         )
     console.print(table)

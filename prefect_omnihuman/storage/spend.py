@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
+from prefect_omnihuman.api.pricing import CREDITS_PER_USD
 from prefect_omnihuman.results import LedgerRecord
 
 
@@ -19,6 +20,12 @@ class SpendLine(BaseModel):
     audio_seconds: float = 0.0
     credits: float = 0.0
     suspected_duplicates: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cost_usd(self) -> float:
+        """The credits in US dollars at the API's published rate."""
+        return round(self.credits / CREDITS_PER_USD, 4)
 
     def add(self, record: LedgerRecord) -> None:
         """Count `record` in this line."""

@@ -178,6 +178,7 @@ def test_pods_together_pay_once_and_later_pods_reuse_without_paying(
     assert total["generations"] == stats.accepted_posts == 1
     assert total["suspected_duplicates"] == 0
     assert total["credits"] == record["credits"] and record["credits"] > 0
+    assert total["cost_usd"] == pytest.approx(record["credits"] / 2_000_000, abs=1e-4)
 
 
 PHASE_SIGNALS = {
