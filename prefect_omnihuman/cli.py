@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -52,6 +61,111 @@ def _configure_logging(verbose: bool) -> None:
             handler.setFormatter(_WithoutTracebacks(handler.formatter))
     for noisy in ("httpx", "httpcore", "botocore", "aiobotocore", "s3fs"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _Terminated(BaseException):
+    """SIGTERM outside a flow run (inside one, Prefect's own handler raises instead)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated(signum)
+
+
+class _TemporaryPrefectServer:
+    """Prefect's temporary server (SQLite in PREFECT_HOME), started by the CLI itself.
+
+    Prefect would start the same server on first use; starting it here lets it boot
+    while Prefect is imported and the inputs are checked, and puts it in its own session
+    so a signal sent to the CLI's process group (`timeout`, a terminal) reaches the CLI
+    only: the CLI then records the run as Crashed on a live server and stops it last.
+    """
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        spec = importlib.util.find_spec("prefect")
+        assert spec is not None and spec.origin is not None
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn",
+                "--app-dir", str(Path(spec.origin).parent.parent),
+                "--factory", "prefect.server.api.server:create_app",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "error", "--lifespan", "on",
+            ],
+            env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        self.ready = threading.Event()
+        self.failure: str | None = None
+        threading.Thread(target=self._watch_health, daemon=True).start()
+
+    def _watch_health(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=2.0) as client:
+            while self.process.poll() is None:
+                try:
+                    if client.get(f"{self.api_url}/health").is_success:
+                        self.ready.set()
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        self.failure = f"the temporary Prefect server exited with code {self.process.returncode}"
+        self.ready.set()
+
+    def wait_ready(self) -> None:
+        """Block until the server answers; raise `ConnectionError` if it cannot start."""
+        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 90))
+        if not self.ready.wait(timeout):
+            self.failure = f"the temporary Prefect server did not start within {timeout:g} s"
+        if self.failure:
+            raise ConnectionError(
+                f"{self.failure}; set PREFECT_API_URL to a running Prefect server, or raise "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+            )
+
+    def stop(self) -> None:
+        """Stop the server once this process's logs and events have reached it."""
+        if self.process.poll() is not None:
+            return
+        if "prefect" in sys.modules:
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5)
+            EventsWorker.drain_all(timeout=5)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def _prefect_api() -> Iterator[_TemporaryPrefectServer | None]:
+    """A Prefect API for this command: the user's if configured, else a temporary server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield None
+        return
+    server = _TemporaryPrefectServer()
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server
+    finally:
+        server.stop()
 
 
 def _fail(error: BaseException) -> typer.Exit:
@@ -113,52 +227,57 @@ def generate(
     Give --audio, or --text to have it spoken first (text-to-speech, then preparation).
     The API key comes from $AIMLAPI_API_KEY, or from --credentials-block.
     """
-    _configure_logging(verbose)
-    from prefect_omnihuman.api.client import check_reachable
-    from prefect_omnihuman.api.models import DEFAULT_TTS_MODEL
-    from prefect_omnihuman.workflows.block_loading import (
-        credentials_from,
-        polling_capped,
-        storage_from,
-    )
-    from prefect_omnihuman.workflows.video_flows import omnihuman_narrated_video, omnihuman_video
-
     if (audio is None) == (text is None):
         raise _fail(ValueError("give either --audio or --text (one of them)"))
-    polling = polling_capped(max_poll_interval)
+    with _prefect_api() as server:
+        _configure_logging(verbose)
+        from prefect_omnihuman.api.client import check_reachable
+        from prefect_omnihuman.api.models import DEFAULT_TTS_MODEL
+        from prefect_omnihuman.workflows.block_loading import (
+            credentials_from,
+            polling_capped,
+            storage_from,
+        )
+        from prefect_omnihuman.workflows.video_flows import (
+            omnihuman_narrated_video,
+            omnihuman_video,
+        )
 
-    try:
-        credentials = credentials_from(credentials_block, base_url=base_url)
-        check_reachable(credentials.base_url)  # a wrong address fails before Prefect starts
-        storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
-        if text is not None:
-            result = omnihuman_narrated_video(
-                text=text,
-                image=image,
-                destination=out,
-                credentials=credentials,
-                storage=storage,
-                voice=voice,
-                tts_model=tts_model or DEFAULT_TTS_MODEL,
-                force_new=force_new,
-                timeout=timeout,
-                polling=polling,
-            )
-        else:
-            result = omnihuman_video(
-                image=image,
-                audio=audio or "",
-                destination=out,
-                credentials=credentials,
-                storage=storage,
-                force_new=force_new,
-                timeout=timeout,
-                polling=polling,
-                split_long_audio=split,
-            )
-    except (OmniHumanError, ValueError, OSError) as error:
-        raise _fail(error) from None
-    print(result.location)
+        polling = polling_capped(max_poll_interval)
+        try:
+            credentials = credentials_from(credentials_block, base_url=base_url)
+            check_reachable(credentials.base_url)  # a wrong address fails before Prefect is up
+            storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
+            if server:
+                server.wait_ready()
+            if text is not None:
+                result = omnihuman_narrated_video(
+                    text=text,
+                    image=image,
+                    destination=out,
+                    credentials=credentials,
+                    storage=storage,
+                    voice=voice,
+                    tts_model=tts_model or DEFAULT_TTS_MODEL,
+                    force_new=force_new,
+                    timeout=timeout,
+                    polling=polling,
+                )
+            else:
+                result = omnihuman_video(
+                    image=image,
+                    audio=audio or "",
+                    destination=out,
+                    credentials=credentials,
+                    storage=storage,
+                    force_new=force_new,
+                    timeout=timeout,
+                    polling=polling,
+                    split_long_audio=split,
+                )
+        except (OmniHumanError, ValueError, OSError) as error:
+            raise _fail(error) from None
+        print(result.location, flush=True)
 
 
 @app.command()
@@ -293,39 +412,42 @@ def batch(
     Every good row is finished; exits 1 with each failed row's reason if any failed.
     Re-running the same manifest pays for nothing twice.
     """
-    _configure_logging(verbose)
-    if not verbose:
-        _quiet_console_logs()
-    from prefect_omnihuman.api.client import check_reachable
-    from prefect_omnihuman.batch.batch_flow import BatchResult, omnihuman_batch, watch_batch
-    from prefect_omnihuman.batch.progress_view import BatchProgress, outcome_table
-    from prefect_omnihuman.workflows.block_loading import (
-        credentials_from,
-        polling_capped,
-        storage_from,
-    )
+    with _prefect_api() as server:
+        _configure_logging(verbose)
+        if not verbose:
+            _quiet_console_logs()
+        from prefect_omnihuman.api.client import check_reachable
+        from prefect_omnihuman.batch.batch_flow import BatchResult, omnihuman_batch, watch_batch
+        from prefect_omnihuman.batch.progress_view import BatchProgress, outcome_table
+        from prefect_omnihuman.workflows.block_loading import (
+            credentials_from,
+            polling_capped,
+            storage_from,
+        )
 
-    try:
-        credentials = credentials_from(credentials_block, base_url=base_url)
-        check_reachable(credentials.base_url)  # a wrong address fails before Prefect starts
-        storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
-        with BatchProgress(console) as display, watch_batch(display.update):
-            state = omnihuman_batch(
-                manifest,
-                credentials=credentials,
-                storage=storage,
-                concurrency=concurrency,
-                budget_seconds=budget_seconds,
-                budget_credits=budget_credits,
-                budget_usd=budget_usd,
-                limit_name=limit_name,
-                timeout=timeout,
-                polling=polling_capped(max_poll_interval),
-                return_state=True,
-            )
-        outcome = state.result(raise_on_failure=False)
-    except (OmniHumanError, ValueError, OSError) as error:
-        raise _fail(error) from None
+        try:
+            credentials = credentials_from(credentials_block, base_url=base_url)
+            check_reachable(credentials.base_url)  # a wrong address fails before Prefect is up
+            storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
+            if server:
+                server.wait_ready()
+            with BatchProgress(console) as display, watch_batch(display.update):
+                state = omnihuman_batch(
+                    manifest,
+                    credentials=credentials,
+                    storage=storage,
+                    concurrency=concurrency,
+                    budget_seconds=budget_seconds,
+                    budget_credits=budget_credits,
+                    budget_usd=budget_usd,
+                    limit_name=limit_name,
+                    timeout=timeout,
+                    polling=polling_capped(max_poll_interval),
+                    return_state=True,
+                )
+            outcome = state.result(raise_on_failure=False)
+        except (OmniHumanError, ValueError, OSError) as error:
+            raise _fail(error) from None
     if not isinstance(outcome, BatchResult):
         raise _fail(outcome if isinstance(outcome, BaseException) else RuntimeError(state.message))
     console.print(outcome_table(outcome))
@@ -432,8 +554,22 @@ _add_ledger_commands()
 
 
 def main() -> None:
-    """Entry point of the `omnihuman` script."""
-    app(prog_name="omnihuman")
+    """Entry point of the `omnihuman` script.
+
+    SIGTERM (`docker stop`, Kubernetes, `timeout`, systemd) stops a command as Ctrl-C
+    does: a flow run in progress is recorded as Crashed, its waits end, nothing
+    half-written is published, and running the same command again resumes it.
+    """
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        app(prog_name="omnihuman")
+    except _Terminated:
+        console.print(
+            "[red]stopped[/red] by SIGTERM; run the same command again to resume "
+            "(a generation already paid for is not paid again)",
+            soft_wrap=True,
+        )
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ from prefect_omnihuman.workflows.block_loading import resolve_credentials, resol
 from prefect_omnihuman.workflows.credentials import AimlApiCredentials
 from prefect_omnihuman.workflows.generation_slots import GenerationGate, gated_by
 from prefect_omnihuman.workflows.generation_tasks import submission_cache_key, submit_generation
+from prefect_omnihuman.workflows.interruption import stops_waits_on_interrupt
 from prefect_omnihuman.workflows.video_flows import omnihuman_narrated_video, omnihuman_video
 
 #: Rows a run prepares (or delivers) beyond the ones holding a slot, so slots never idle.
@@ -457,7 +458,11 @@ def omnihuman_batch(
 
     gate = GenerationGate(limit_name, threading.BoundedSemaphore(concurrency))
     threads = concurrency + min(concurrency, ROW_THREADS_AHEAD)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="omnihuman-row") as pool:
+    with (
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="omnihuman-row") as pool,
+        stops_waits_on_interrupt(),
+        _unstarted_rows_dropped_on_interrupt(pool),
+    ):
         futures: dict[Future[OmniHumanResult], ManifestRow] = {
             # Each thread gets its own copy of this flow run's context (Prefect's own
             # thread pool task runner does the same).
@@ -500,6 +505,17 @@ def omnihuman_batch(
     )
     logger.info("Batch done: %s; cost: %s", result.summary(), result.spend())
     return cast(BatchResult, _final_state(result))
+
+
+@contextmanager
+def _unstarted_rows_dropped_on_interrupt(pool: ThreadPoolExecutor) -> Iterator[None]:
+    """On SIGTERM or Ctrl-C, rows not yet started never start (the pool would run them)."""
+    try:
+        yield
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
 
 
 def _final_state(result: BatchResult) -> State[BatchResult]:

@@ -73,6 +73,7 @@ from prefect_omnihuman.storage.media_storage import (
 )
 from prefect_omnihuman.workflows.credentials import AimlApiCredentials
 from prefect_omnihuman.workflows.events import emit_completed, emit_failed, emit_submitted
+from prefect_omnihuman.workflows.interruption import until_interrupted
 from prefect_omnihuman.workflows.retry_conditions import (
     retry_storage,
     retry_transient,
@@ -388,11 +389,14 @@ async def poll_generation(
     ledger = ledger_for(storage) if record is not None else None
     async with credentials.get_async_client(log=logger, poll=polling) as client:
         try:
-            done = await client.wait(
-                submitted.generation,
-                timeout=timeout,
-                audio_seconds=submitted.audio_seconds,
-                started_at=submitted.submitted_at,
+            done = await until_interrupted(
+                client.wait(
+                    submitted.generation,
+                    timeout=timeout,
+                    audio_seconds=submitted.audio_seconds,
+                    started_at=submitted.submitted_at,
+                ),
+                f"generation {submitted.generation.id}",
             )
         except NotFoundError as error:
             raise NotFoundError(

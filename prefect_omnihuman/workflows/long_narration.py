@@ -62,6 +62,10 @@ from prefect_omnihuman.workflows.generation_tasks import (
     upload_asset,
     validate_inputs,
 )
+from prefect_omnihuman.workflows.interruption import (
+    raise_if_interrupted,
+    stops_waits_on_interrupt,
+)
 from prefect_omnihuman.workflows.retry_conditions import retry_storage
 
 __all__ = ["generate_segmented", "stitch_video"]
@@ -258,7 +262,8 @@ def generate_segmented(
         polled: list[PrefectFuture[Any]] = []
         delivered: list[PrefectFuture[Any]] = []
         # In a batch the parts share the row's one slot, as the row's one narration.
-        with generation_slot():
+        with stops_waits_on_interrupt(), generation_slot():
+            raise_if_interrupted("submitting the parts")
             for request, part, seconds in requests:
                 # Futures: the parts are generated at once, each through the usual tasks.
                 submitted.append(

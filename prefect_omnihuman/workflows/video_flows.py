@@ -41,6 +41,10 @@ from prefect_omnihuman.workflows.generation_tasks import (
     upload_asset,
     validate_inputs,
 )
+from prefect_omnihuman.workflows.interruption import (
+    raise_if_interrupted,
+    stops_waits_on_interrupt,
+)
 from prefect_omnihuman.workflows.long_narration import generate_segmented
 from prefect_omnihuman.workflows.speech_and_prep_tasks import (
     prepare_audio,
@@ -185,7 +189,8 @@ def omnihuman_video(
         model=model, image_url=image_asset.url, audio_url=audio_asset.url, **params
     )
     submit = submit_generation.with_options(refresh_cache=True) if force_new else submit_generation
-    with generation_slot():
+    with stops_waits_on_interrupt(), generation_slot():
+        raise_if_interrupted("submitting a generation")
         state = submit(
             request, creds, fingerprint, checked.audio.duration, force_new, store, return_state=True
         )
