@@ -33,6 +33,7 @@ from uuid import UUID
 
 from prefect import flow
 from prefect.artifacts import (
+    create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
@@ -64,6 +65,7 @@ from prefect_omnihuman.workflows.block_loading import resolve_credentials, resol
 from prefect_omnihuman.workflows.credentials import AimlApiCredentials
 from prefect_omnihuman.workflows.generation_slots import GenerationGate, gated_by
 from prefect_omnihuman.workflows.generation_tasks import submission_cache_key, submit_generation
+from prefect_omnihuman.workflows.video_artifacts import batch_gallery, video_link
 from prefect_omnihuman.workflows.video_flows import omnihuman_narrated_video, omnihuman_video
 
 #: Rows a run prepares (or delivers) beyond the ones holding a slot, so slots never idle.
@@ -410,6 +412,7 @@ def omnihuman_batch(
     )
     _notify(None, len(outcomes), total)
 
+    thumbnails: dict[int, str | None] = {}
     gate = GenerationGate(limit_name, threading.BoundedSemaphore(concurrency))
     threads = concurrency + min(concurrency, ROW_THREADS_AHEAD)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="omnihuman-row") as pool:
@@ -431,7 +434,9 @@ def omnihuman_batch(
         for future in as_completed(futures):
             row = futures[future]
             try:
-                outcome = RowOutcome.of_result(row, future.result())
+                made = future.result()
+                thumbnails[row.row] = made.thumbnail
+                outcome = RowOutcome.of_result(row, made)
                 logger.info("Row %d %s: %s", row.row, outcome.status, outcome.location)
             except Exception as error:  # one row's failure, whatever it is, is its own
                 outcome = RowOutcome.of_problem(RowProblem.of(row.row, error), row.out)
@@ -451,6 +456,22 @@ def omnihuman_batch(
         table=_table(result),
         key="omnihuman-batch",
         description=f"OmniHuman batch {parsed.source}: {result.summary()}",
+    )
+    create_markdown_artifact(
+        markdown=batch_gallery(
+            [
+                (
+                    row.row,
+                    row.status,
+                    row.location,
+                    thumbnails.get(row.row),
+                    video_link(row.location, store) if row.location else None,
+                )
+                for row in result.rows
+            ]
+        ),
+        key="omnihuman-batch-videos",
+        description=f"The videos of OmniHuman batch {parsed.source}",
     )
     logger.info("Batch done: %s", result.summary())
     return cast(BatchResult, _final_state(result))

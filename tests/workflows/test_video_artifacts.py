@@ -20,6 +20,11 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 
 from prefect_omnihuman import AimlApiCredentials, MediaStorage, OmniHumanResult, omnihuman_video
 from prefect_omnihuman.emulator import AssetHost, Emulator
+from prefect_omnihuman.workflows.video_artifacts import (
+    MAX_INLINE_THUMBNAILS,
+    asset_key,
+    batch_gallery,
+)
 
 from ..conftest import FAST_POLL, S3, TEST_KEY
 
@@ -151,3 +156,31 @@ def test_on_s3_the_key_is_the_object_uri_and_the_link_states_its_expiry(
     (event,) = _materializations(destination, expected=1)
     assert event.resource.id == destination
     assert all("?" not in r.id for r in event.related)
+
+
+def test_a_large_batch_inlines_the_first_thumbnails_and_links_the_rest() -> None:
+    rows = [
+        (
+            n,
+            "delivered",
+            f"s3://b/out/{n}.mp4",
+            "data:image/jpeg;base64,AAAA",
+            (f"https://cdn/{n}", ""),
+        )
+        for n in range(1, MAX_INLINE_THUMBNAILS + 6)
+    ]
+    gallery = batch_gallery([*rows, (999, "failed", None, None, None)])
+    assert gallery.count("data:image/jpeg;base64,") == MAX_INLINE_THUMBNAILS
+    assert gallery.count("](https://cdn/") == MAX_INLINE_THUMBNAILS + 5
+    assert "- **Row 999** (failed)\n" in gallery
+    assert f"first {MAX_INLINE_THUMBNAILS} rows" in gallery
+
+
+def test_asset_keys_are_storage_uris_never_signed_urls(tmp_path: Path) -> None:
+    assert asset_key(str(tmp_path / "a.png")) == f"file://{tmp_path.as_posix()}/a.png"
+    assert asset_key("s3://bucket/faces/ada.png") == "s3://bucket/faces/ada.png"
+    assert asset_key("https://cdn.example/v.mp3?X-Amz-Signature=abc") == "https://cdn.example/v.mp3"
+    assert asset_key(b"bytes", "s3://bucket/inputs/ab/abc.wav") == "s3://bucket/inputs/ab/abc.wav"
+    assert asset_key(b"bytes", "inline") is None
+    # Prefect refuses spaces in keys: no lineage rather than a failed run.
+    assert asset_key(str(tmp_path / "my face.png")) is None
