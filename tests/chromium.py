@@ -39,8 +39,9 @@ _IMAGES = """JSON.stringify([...document.images].map(i => ({
 
 
 def chromium() -> str | None:
-    """The Chromium binary (Debian package `chromium`), or None."""
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    """The Chromium binary (Debian package `chromium`; Google Chrome will do), or None."""
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    return next((found for name in names if (found := shutil.which(name))), None)
 
 
 @dataclass
