@@ -190,6 +190,11 @@ class OmniHumanResult(BaseModel):
         description="For narrations split into parts (one paid generation each), the parts; "
         "generation_id is then the first part's.",
     )
+    thumbnail: str | None = Field(
+        default=None,
+        repr=False,
+        description="A small JPEG of the video's middle frame as a data: URI, for UIs.",
+    )
 
 
 class SynthesizedSpeech(BaseModel):

@@ -33,6 +33,7 @@ from uuid import UUID
 
 from prefect import flow
 from prefect.artifacts import (
+    create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
@@ -73,6 +74,7 @@ from prefect_omnihuman.workflows.credentials import AimlApiCredentials
 from prefect_omnihuman.workflows.generation_slots import GenerationGate, gated_by
 from prefect_omnihuman.workflows.generation_tasks import submission_cache_key, submit_generation
 from prefect_omnihuman.workflows.interruption import stops_waits_on_interrupt
+from prefect_omnihuman.workflows.video_artifacts import batch_gallery, video_link
 from prefect_omnihuman.workflows.video_flows import omnihuman_narrated_video, omnihuman_video
 
 #: Rows a run prepares (or delivers) beyond the ones holding a slot, so slots never idle.
@@ -456,6 +458,7 @@ def omnihuman_batch(
     )
     _notify(None, len(outcomes), total)
 
+    thumbnails: dict[int, str | None] = {}
     gate = GenerationGate(limit_name, threading.BoundedSemaphore(concurrency))
     threads = concurrency + min(concurrency, ROW_THREADS_AHEAD)
     with (
@@ -481,7 +484,9 @@ def omnihuman_batch(
         for future in as_completed(futures):
             row = futures[future]
             try:
-                outcome = RowOutcome.of_result(row, future.result())
+                made = future.result()
+                thumbnails[row.row] = made.thumbnail
+                outcome = RowOutcome.of_result(row, made)
                 logger.info("Row %d %s: %s", row.row, outcome.status, outcome.location)
             except Exception as error:  # one row's failure, whatever it is, is its own
                 outcome = RowOutcome.of_problem(RowProblem.of(row.row, error), row.out)
@@ -502,6 +507,22 @@ def omnihuman_batch(
         table=_table(result),
         key="omnihuman-batch",
         description=f"OmniHuman batch {parsed.source}: {result.summary()}; cost: {result.spend()}",
+    )
+    create_markdown_artifact(
+        markdown=batch_gallery(
+            [
+                (
+                    row.row,
+                    row.status,
+                    row.location,
+                    thumbnails.get(row.row),
+                    video_link(row.location, store) if row.location else None,
+                )
+                for row in result.rows
+            ]
+        ),
+        key="omnihuman-batch-videos",
+        description=f"The videos of OmniHuman batch {parsed.source}",
     )
     logger.info("Batch done: %s; cost: %s", result.summary(), result.spend())
     return cast(BatchResult, _final_state(result))

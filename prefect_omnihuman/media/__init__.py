@@ -6,6 +6,7 @@
 - `prep`: resize, re-encode and normalise inputs the model would refuse.
 - `narration`: split long narrations at pauses and stitch the parts' videos.
 - `input_checks`: check a run's image and audio before any credit is spent.
+- `poster`: a contact sheet and a thumbnail of a video, as small JPEGs for UIs.
 
 May import: `prefect_omnihuman.errors`, `prefect_omnihuman.results`, `api.models` and
 `storage` (to read inputs where they live). Never Prefect tasks or flows.

@@ -7,6 +7,7 @@
 - `generation_slots`: the concurrency slot a generation holds while it is on the API.
 - `retry_conditions`: which task failures Prefect retries.
 - `events`: the Prefect events a generation emits.
+- `video_artifacts`: the video's picture and link in the UI, and its lineage as a Prefect asset.
 - `video_flows`: `omnihuman_video` and `omnihuman_narrated_video`.
 - `long_narration`: narrations longer than the model's limit, as parts generated concurrently.
 

@@ -31,6 +31,7 @@ from prefect_omnihuman.api.polling import PollSchedule
 from prefect_omnihuman.api.pricing import credits_to_usd, format_cost, format_reused_cost
 from prefect_omnihuman.errors import StagingRequiredError
 from prefect_omnihuman.media.narration import Segment, split_narration, stitch_videos
+from prefect_omnihuman.media.poster import data_uri
 from prefect_omnihuman.results import (
     CheckedInputs,
     DeliveredVideo,
@@ -67,6 +68,14 @@ from prefect_omnihuman.workflows.interruption import (
     stops_waits_on_interrupt,
 )
 from prefect_omnihuman.workflows.retry_conditions import retry_storage
+from prefect_omnihuman.workflows.video_artifacts import (
+    asset_key,
+    card_description,
+    declare_video_asset,
+    picture_video,
+    poster_markdown,
+    video_link,
+)
 
 __all__ = ["generate_segmented", "stitch_video"]
 
@@ -294,11 +303,12 @@ def generate_segmented(
             parts.append(_delivered(d_future, completed, credentials, storage))
             records.append(_record(segment, completed, s_future, credentials.credits_per_usd))
 
-        stitched = _stitched(parts, segments, narration, checked, destination, storage)
+        stitched, fresh = _stitched(parts, segments, narration, checked, destination, storage)
         timings["stitch"] = round(time.perf_counter() - mark, 3)
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
 
     credits = [r.credits_used for r in records if r.credits_used is not None]
+    pictures = picture_video(stitched.location, storage)
     result = OmniHumanResult(
         generation_id=records[0].generation_id,
         location=stitched.location,
@@ -312,6 +322,7 @@ def generate_segmented(
         reused=all(r.reused for r in records),
         timings=timings,
         segments=records,
+        thumbnail=data_uri(pictures.thumbnail) if pictures else None,
     )
     create_link_artifact(
         link=local_path(result.location).as_uri() if is_local(result.location) else result.location,
@@ -320,8 +331,17 @@ def generate_segmented(
     )
     per_usd = credentials.credits_per_usd
     create_markdown_artifact(
-        markdown=_report(result, per_usd), description="OmniHuman long narration"
+        markdown=poster_markdown(pictures, result.location, video_link(result.location, storage))
+        + _report(result, per_usd),
+        description=card_description(pictures, "OmniHuman long narration"),
     )
+    if fresh:
+        declare_video_asset(
+            result.location,
+            [asset_key(image, image_asset.location), asset_key(audio)],
+            {"generation_ids": stitched.generation_ids, "model": model, "parts": len(records)},
+            storage,
+        )
     logger.info(
         "Video of %d parts stored at %s (%.2f s); cost: %s",
         len(records),
@@ -358,8 +378,9 @@ def _stitched(
     checked: CheckedInputs,
     destination: str,
     storage: MediaStorage,
-) -> StitchedVideo:
-    """The stitched video at `destination`, made again if the recorded file is gone."""
+) -> tuple[StitchedVideo, bool]:
+    """The stitched video at `destination`, made again if the recorded file is gone, and
+    whether it was made in this run."""
     arguments: dict[str, Any] = {
         "parts": parts,
         "starts": [segment.start for segment in segments],
@@ -368,8 +389,10 @@ def _stitched(
         "destination": destination,
         "storage": storage,
     }
-    stitched: StitchedVideo = stitch_video(**arguments)
+    state = stitch_video(**arguments, return_state=True)
+    stitched: StitchedVideo = state.result()
     if stamp_of(destination, storage.options_for(destination)) != stitched.stamp:
         get_run_logger().info("The video recorded at %s is gone; stitching it again", destination)
-        stitched = stitch_video.with_options(refresh_cache=True)(**arguments)
-    return stitched
+        state = stitch_video.with_options(refresh_cache=True)(**arguments, return_state=True)
+        stitched = state.result()
+    return stitched, state.name != "Cached"

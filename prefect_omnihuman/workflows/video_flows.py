@@ -23,6 +23,7 @@ from prefect_omnihuman.api.polling import PollSchedule
 from prefect_omnihuman.api.pricing import credits_to_usd, format_cost, format_reused_cost
 from prefect_omnihuman.errors import InputError, StagingRequiredError
 from prefect_omnihuman.media.input_checks import check_image
+from prefect_omnihuman.media.poster import data_uri
 from prefect_omnihuman.results import OmniHumanResult, SubmittedGeneration, generation_fingerprint
 from prefect_omnihuman.storage.media_storage import (
     MediaStorage,
@@ -50,6 +51,14 @@ from prefect_omnihuman.workflows.speech_and_prep_tasks import (
     prepare_audio,
     prepare_image,
     synthesize_speech,
+)
+from prefect_omnihuman.workflows.video_artifacts import (
+    asset_key,
+    card_description,
+    declare_video_asset,
+    picture_video,
+    poster_markdown,
+    video_link,
 )
 
 
@@ -207,20 +216,23 @@ def omnihuman_video(
         )
         mark = lap("wait", mark)
 
-    delivered = download_video(completed, destination, creds, store)
+    delivery = download_video(completed, destination, creds, store, return_state=True)
+    delivered = delivery.result()
     options = store.options_for(destination) if store else None
     if stamp_of(delivered.location, options) != delivered.stamp:
         logger.info(
             "The video recorded at %s is gone or was replaced; downloading it again", destination
         )
-        delivered = download_video.with_options(refresh_cache=True)(
-            completed, destination, creds, store
+        delivery = download_video.with_options(refresh_cache=True)(
+            completed, destination, creds, store, return_state=True
         )
+        delivered = delivery.result()
     lap("download", mark)
     timings["total"] = round(time.perf_counter() - started, 3)
 
     generation = completed.generation
     credits = generation.credits_used or submitted.generation.credits_used
+    pictures = picture_video(delivered.location, store)
     result = OmniHumanResult(
         generation_id=generation.id,
         location=delivered.location,
@@ -233,6 +245,7 @@ def omnihuman_video(
         fingerprint=fingerprint,
         reused=reused,
         timings=timings,
+        thumbnail=data_uri(pictures.thumbnail) if pictures else None,
     )
     create_link_artifact(
         link=_link(result.location),
@@ -240,9 +253,20 @@ def omnihuman_video(
         description=f"OmniHuman video of generation {result.generation_id}",
     )
     create_markdown_artifact(
-        markdown=_report(result, creds.credits_per_usd),
-        description=f"OmniHuman generation {result.generation_id}",
+        markdown=poster_markdown(pictures, result.location, video_link(result.location, store))
+        + _report(result, creds.credits_per_usd),
+        description=card_description(pictures, f"OmniHuman generation {result.generation_id}"),
     )
+    if delivery.name != "Cached":
+        declare_video_asset(
+            result.location,
+            [
+                asset_key(image_source, image_asset.location),
+                asset_key(audio_source, audio_asset.location),
+            ],
+            {"generation_id": result.generation_id, "model": model, "duration": result.duration},
+            store,
+        )
     logger.info(
         "Video of generation %s stored at %s (%.2f s); cost: %s",
         result.generation_id,

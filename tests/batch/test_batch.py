@@ -130,6 +130,13 @@ def test_two_bad_rows_are_reported_and_the_others_run_concurrently_within_the_li
         artifacts["omnihuman-batch"].description
     )
     assert artifacts["omnihuman-batch-progress"].data == pytest.approx(100.0)
+    # The videos, as a picture and a link per delivered row (markdown: both UIs show it).
+    gallery = str(artifacts["omnihuman-batch-videos"].data)
+    assert gallery.count("data:image/jpeg;base64,") == 6
+    for n in range(1, 7):
+        assert f"[{n}.mp4]({(tmp_path / 'out' / f'{n}.mp4').as_uri()})" in gallery
+    assert "**Row 7** (failed)" in gallery and "**Row 8** (failed)" in gallery
+    assert len(gallery) < 6 * 8_000
 
 
 def test_rerunning_resumes_in_flight_rows_and_skips_delivered_ones_without_a_new_post(
