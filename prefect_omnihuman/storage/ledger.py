@@ -186,8 +186,11 @@ class GenerationLedger:
             raise storage_failure(error, self._url(path)) from None
 
     def _read_json(self, path: str) -> bytes | None:
+        # s3fs sizes a file (HEAD, and a listing when it is missing) before reading it in
+        # parallel parts; a ledger file is small, so one GET answers both questions.
+        single = {"max_concurrency": 1} if "s3" in self._protocols else {}
         try:
-            return bytes(self._call(path, lambda: self._fs.cat_file(path)))
+            return bytes(self._call(path, lambda: self._fs.cat_file(path, **single)))
         except FileNotFoundError:
             return None
 
@@ -319,11 +322,20 @@ class GenerationLedger:
         """
         started = time.monotonic()
         step = _FIRST_WAIT_SECONDS
+        first_pass = True
         while True:
             if not force_new:
                 record = self.read(fingerprint)
                 if record is not None:
                     return Reservation(record=record)
+            if first_pass and not force_new:
+                # Usually nobody has claimed these inputs: try claim 1 before listing claims.
+                first_pass = False
+                claim = self._try_claim(fingerprint, 1)
+                if claim is not None:
+                    if not self.exclusive_create_works(fingerprint, claim):
+                        return Reservation()
+                    return Reservation(claim=claim)
             current = self._current_claim(fingerprint)
             now = time.time()
             if current is None or current.is_stale(now) or force_new:

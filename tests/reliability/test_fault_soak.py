@@ -50,6 +50,7 @@ from prefect_omnihuman.emulator import (
 from prefect_omnihuman.emulator.config import SERVER_ERROR_STATUSES
 from prefect_omnihuman.media.probe import probe_audio, probe_video
 from prefect_omnihuman.media.samples import write_sample_voice
+from prefect_omnihuman.storage.ledger import GenerationLedger
 
 from ..conftest import FAST_POLL, FAST_RETRY, TEST_KEY
 
@@ -271,6 +272,11 @@ def test_a_batch_delivers_every_row_through_thirty_percent_faults_and_pays_once(
     assert stats.accepted_tts == texts
     assert len(stats.accepted_tts_by_text) == texts
     assert set(stats.accepted_tts_by_text.values()) == {1}
+    # The ledger in the staging storage (claims by O_EXCL) agrees: one record per row, each
+    # delivered, none a suspected duplicate.
+    records = GenerationLedger(MediaStorage(base_url=str(staging))).records()
+    assert len(records) == rows and {r.status for r in records} == {"delivered"}
+    assert not any(r.suspected_duplicate for r in records)
 
     # The faults really happened: every kind and status in the set, on every route ...
     for route in (*PAID_ROUTES, *FREE_ROUTES):
