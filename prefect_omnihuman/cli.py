@@ -246,8 +246,8 @@ def generate(
         polling = polling_capped(max_poll_interval)
         try:
             credentials = credentials_from(credentials_block, base_url=base_url)
-            check_reachable(credentials.base_url)  # a wrong address fails before Prefect is up
             storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
+            check_reachable(credentials.base_url)  # a wrong address fails before Prefect is up
             if server:
                 server.wait_ready()
             if text is not None:
@@ -427,8 +427,8 @@ def batch(
 
         try:
             credentials = credentials_from(credentials_block, base_url=base_url)
-            check_reachable(credentials.base_url)  # a wrong address fails before Prefect is up
             storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
+            check_reachable(credentials.base_url)  # a wrong address fails before Prefect is up
             if server:
                 server.wait_ready()
             with BatchProgress(console) as display, watch_batch(display.update):

@@ -145,6 +145,12 @@ def storage_failure(error: BaseException, location: str) -> OmniHumanError:
             fix="set MediaStorage.storage_options, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
             "(and AWS_ENDPOINT_URL for S3-compatible stores) in the environment",
         )
+    if "connect" in name.lower() or "connect" in text.lower():
+        return StorageError(
+            f"storage unreachable ({name}: {text}). Fix: check the storage's endpoint "
+            "(storage_options client_kwargs.endpoint_url, or AWS_ENDPOINT_URL) and the network",
+            location=location,
+        )
     return StorageError(f"storage call failed ({name}: {error})", location=location)
 
 

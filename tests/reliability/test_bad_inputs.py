@@ -290,7 +290,7 @@ CORPUS: dict[str, Bad] = {
         s3=True,
     ),
     "s3-missing-bucket": Bad(
-        s3_missing_bucket, InputError, ("no-such-bucket-77", "bucket exists"), s3=True
+        s3_missing_bucket, InputError, ("no-such-bucket-77", "create the bucket"), s3=True
     ),
     "destination-in-missing-bucket": Bad(
         destination_in_missing_bucket, InputError, ("no-such-bucket-78", "bucket"), s3=True

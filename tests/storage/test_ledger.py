@@ -13,7 +13,12 @@ import pytest
 
 from prefect_omnihuman import AimlApiCredentials, MediaStorage, omnihuman_video
 from prefect_omnihuman.emulator import AssetHost, Emulator
-from prefect_omnihuman.errors import ClaimWaitTimeoutError, InputError, LedgerRecordError
+from prefect_omnihuman.errors import (
+    ClaimWaitTimeoutError,
+    InputError,
+    LedgerRecordError,
+    StorageError,
+)
 from prefect_omnihuman.media.input_checks import check_inputs
 from prefect_omnihuman.media.probe import probe_video
 from prefect_omnihuman.results import generation_fingerprint
@@ -119,3 +124,26 @@ def test_a_store_without_atomic_create_warns_once_and_still_delivers(
     (record,) = GenerationLedger(storage).records()
     assert record.generation_id == result.generation_id and record.status == "delivered"
     assert os.environ.get("OMNIHUMAN_LOCK_PATH") is None
+
+
+def test_unreachable_storage_stops_the_run_before_any_post_naming_the_url_and_fix(
+    emulator: Emulator, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    from ..conftest import free_port
+
+    options = {
+        "key": "k", "secret": "unreachable-secret",
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{free_port()}"},
+        "config_kwargs": {"retries": {"max_attempts": 1}},
+    }  # fmt: skip
+    storage = MediaStorage(base_url="s3://media/omnihuman", storage_options=options)
+    with pytest.raises(StorageError) as raised:
+        omnihuman_video(
+            image=f"{asset_host.url}/portrait.png", audio=f"{asset_host.url}/voice.wav",
+            destination=str(tmp_path / "out.mp4"), credentials=credentials_for(emulator),
+            storage=storage,
+        )  # fmt: skip
+    message = str(raised.value)
+    assert "s3://media/omnihuman/ledger" in message and "Fix:" in message
+    assert len(message.splitlines()) == 1 and "unreachable-secret" not in message
+    assert emulator.stats().accepted_posts == 0
