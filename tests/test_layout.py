@@ -21,6 +21,7 @@ RANKS = {
     "batch": 6,
     "demo": 7,
     "cli": 8,
+    "cli_server": 8,
     "__init__": 9,
 }
 #: Parts that run without Prefect installed in the process's import graph.
