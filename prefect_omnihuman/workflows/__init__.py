@@ -7,6 +7,7 @@
 - `generation_slots`: the concurrency slot a generation holds while it is on the API.
 - `retry_conditions`: which task failures Prefect retries.
 - `events`: the Prefect events a generation emits.
+- `interruption`: ending tasks' waits when their flow run is interrupted (SIGTERM, Ctrl-C).
 - `video_flows`: `omnihuman_video` and `omnihuman_narrated_video`.
 - `long_narration`: narrations longer than the model's limit, as parts generated concurrently.
 
