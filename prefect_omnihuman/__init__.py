@@ -1,4 +1,10 @@
 """Prefect integration for ByteDance OmniHuman 1.5 talking-avatar videos on the AI/ML API."""
+# ruff: noqa: E402  (the `omnihuman` command starts its server before the imports)
+
+from .cli_server import start_server_early
+
+# Run as the `omnihuman` command: its temporary Prefect server boots during the imports below.
+start_server_early()
 
 from .api.client import AsyncOmniHumanClient, OmniHumanClient
 from .api.models import DEFAULT_TTS_MODEL, Generation, Phase, VideoGenerationRequest

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -21,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from prefect_omnihuman.cli_server import prefect_api
 from prefect_omnihuman.errors import OmniHumanError
 
 app = typer.Typer(
@@ -69,103 +64,6 @@ class _Terminated(BaseException):
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated(signum)
-
-
-class _TemporaryPrefectServer:
-    """Prefect's temporary server (SQLite in PREFECT_HOME), started by the CLI itself.
-
-    Prefect would start the same server on first use; starting it here lets it boot
-    while Prefect is imported and the inputs are checked, and puts it in its own session
-    so a signal sent to the CLI's process group (`timeout`, a terminal) reaches the CLI
-    only: the CLI then records the run as Crashed on a live server and stops it last.
-    """
-
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        self.api_url = f"http://127.0.0.1:{self.port}/api"
-        spec = importlib.util.find_spec("prefect")
-        assert spec is not None and spec.origin is not None
-        env = {
-            **os.environ,
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-        }
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn",
-                "--app-dir", str(Path(spec.origin).parent.parent),
-                "--factory", "prefect.server.api.server:create_app",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "error", "--lifespan", "on",
-            ],
-            env=env,
-            start_new_session=True,
-        )  # fmt: skip
-        self.ready = threading.Event()
-        self.failure: str | None = None
-        threading.Thread(target=self._watch_health, daemon=True).start()
-
-    def _watch_health(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=2.0) as client:
-            while self.process.poll() is None:
-                try:
-                    if client.get(f"{self.api_url}/health").is_success:
-                        self.ready.set()
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        self.failure = f"the temporary Prefect server exited with code {self.process.returncode}"
-        self.ready.set()
-
-    def wait_ready(self) -> None:
-        """Block until the server answers; raise `ConnectionError` if it cannot start."""
-        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 90))
-        if not self.ready.wait(timeout):
-            self.failure = f"the temporary Prefect server did not start within {timeout:g} s"
-        if self.failure:
-            raise ConnectionError(
-                f"{self.failure}; set PREFECT_API_URL to a running Prefect server, or raise "
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-            )
-
-    def stop(self) -> None:
-        """Stop the server once this process's logs and events have reached it."""
-        if self.process.poll() is not None:
-            return
-        if "prefect" in sys.modules:
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
-
-            APILogWorker.drain_all(timeout=5)
-            EventsWorker.drain_all(timeout=5)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-@contextmanager
-def _prefect_api() -> Iterator[_TemporaryPrefectServer | None]:
-    """A Prefect API for this command: the user's if configured, else a temporary server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if PREFECT_API_URL.value():
-        yield None
-        return
-    server = _TemporaryPrefectServer()
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server
-    finally:
-        server.stop()
 
 
 def _fail(error: BaseException) -> typer.Exit:
@@ -229,7 +127,7 @@ def generate(
     """
     if (audio is None) == (text is None):
         raise _fail(ValueError("give either --audio or --text (one of them)"))
-    with _prefect_api() as server:
+    with prefect_api() as server:
         _configure_logging(verbose)
         from prefect_omnihuman.api.client import check_reachable
         from prefect_omnihuman.api.models import DEFAULT_TTS_MODEL
@@ -412,7 +310,7 @@ def batch(
     Every good row is finished; exits 1 with each failed row's reason if any failed.
     Re-running the same manifest pays for nothing twice.
     """
-    with _prefect_api() as server:
+    with prefect_api() as server:
         _configure_logging(verbose)
         if not verbose:
             _quiet_console_logs()

@@ -22,6 +22,7 @@ RANKS = {
     "demo": 7,
     "cli": 8,
     "ledger_cli": 8,
+    "cli_server": 8,
     "__init__": 9,
 }
 #: Parts that run without Prefect installed in the process's import graph.

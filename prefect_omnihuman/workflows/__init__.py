@@ -8,6 +8,7 @@
 - `retry_conditions`: which task failures Prefect retries.
 - `events`: the Prefect events a generation emits.
 - `video_artifacts`: the video's picture and link in the UI, and its lineage as a Prefect asset.
+- `interruption`: ending tasks' waits when their flow run is interrupted (SIGTERM, Ctrl-C).
 - `video_flows`: `omnihuman_video` and `omnihuman_narrated_video`.
 - `long_narration`: narrations longer than the model's limit, as parts generated concurrently.
 
