@@ -77,7 +77,7 @@ class PollSchedule(BaseModel):
     seconds_per_audio_second: float = 6.0
     guess_low: float = 0.2
     guess_high: float = 10.0
-    edge_sparsity: float = 2.0
+    edge_sparsity: float = 1.0
     wide: float = 3.0
     growth: float = 0.1
     guess_growth: float = 0.05
@@ -129,8 +129,13 @@ class PollSchedule(BaseModel):
                 delay = self.min_interval * (1.0 + self.edge_sparsity * offset * offset)
             # Never step over the end of the window by much: beyond it the job is late.
             delay = min(delay, max(self.min_interval, window.high - elapsed))
-        else:
+        elif window.high > self.wide * max(window.low, 1e-9):
             delay = elapsed * self.growth
+        else:
+            # Late for a learned window: most late jobs are only a little late, so back off
+            # from `min_interval` in proportion to the overrun, up to a fraction of the age.
+            overrun = elapsed - window.high
+            delay = min(self.min_interval + overrun * self.growth, elapsed * self.growth)
         return max(self.min_interval, min(self.max_interval, delay))
 
     def next_delay(self, elapsed: float, expected: float | CompletionWindow | None) -> float:

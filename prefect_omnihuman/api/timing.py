@@ -128,7 +128,7 @@ def learned_window(
     typical = statistics.median(factors)
     low, high = _quantile(factors, 0.1), _quantile(factors, 0.9)
     # Few samples see only part of the spread: widen by what they may have missed.
-    margin = (high - low) / count + typical * (0.1 / count**2 + 0.01)
+    margin = (high - low) / count + typical * (0.1 / count + 0.02)
     expected = schedule.expected_seconds(audio_seconds)
     assert expected is not None
     return CompletionWindow(
