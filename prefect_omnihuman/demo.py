@@ -25,7 +25,7 @@ def write_demo_inputs(folder: Path) -> tuple[Path, Path]:
     return portrait, voice
 
 
-def run_demo(out: Path, *, time_scale: float = 0.05) -> OmniHumanResult:
+def run_demo(out: Path, *, time_scale: float = 0.025) -> OmniHumanResult:
     """Generate one talking video through `omnihuman_video` against a local emulator.
 
     Local inputs are staged in `out/staging`, which a loopback file server publishes
