@@ -116,6 +116,7 @@ def emulator_config(scale: float, concurrency: int) -> EmulatorConfig:
         seconds_per_audio_second=SECONDS_PER_AUDIO_SECOND,
         jitter=0.0,
         max_concurrent_per_key=concurrency,
+        capacity=max(16, concurrency),
         retry_after_seconds=scale,
     )
 

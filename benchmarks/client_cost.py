@@ -59,7 +59,7 @@ from prefect_omnihuman.workflows.generation_tasks import (
 )
 
 KEY = "sk-benchmark-cost"
-TIME_SCALE = 0.05
+TIME_SCALE = 0.01
 AUDIO_SECONDS = 8.0
 CPU_TARGET = 0.3
 RSS_TARGET_MB = 64.0

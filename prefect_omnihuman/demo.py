@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from prefect_omnihuman.api.polling import PollSchedule
 from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig
 from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice
 from prefect_omnihuman.results import OmniHumanResult
@@ -24,11 +25,13 @@ def write_demo_inputs(folder: Path) -> tuple[Path, Path]:
     return portrait, voice
 
 
-def run_demo(out: Path, *, time_scale: float = 0.1) -> OmniHumanResult:
+def run_demo(out: Path, *, time_scale: float = 0.025) -> OmniHumanResult:
     """Generate one talking video through `omnihuman_video` against a local emulator.
 
     Local inputs are staged in `out/staging`, which a loopback file server publishes
-    the way a bucket or CDN would, so the emulator fetches them over HTTP.
+    the way a bucket or CDN would, so the emulator fetches them over HTTP. The emulator
+    runs the real service's minutes `time_scale` times as fast, and the poll schedule is
+    scaled to match, so the video is noticed within a fraction of a second of completion.
     """
     portrait, voice = write_demo_inputs(out / "inputs")
     staging = out / "staging"
@@ -43,4 +46,5 @@ def run_demo(out: Path, *, time_scale: float = 0.1) -> OmniHumanResult:
             destination=str(out / "omnihuman-demo.mp4"),
             credentials=credentials,
             storage=storage,
+            polling=PollSchedule().scaled(time_scale),
         )

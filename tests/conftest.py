@@ -48,7 +48,7 @@ TEST_KEY = "sk-test-7f3a9c0e51d24b8e"
 #: Retries and polls fast enough for tests; the behaviour is the same as the defaults.
 FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.02, max_delay=0.2)
 FAST_POLL = PollSchedule(
-    min_interval=0.05, max_interval=0.3, base_seconds=0.16, seconds_per_audio_second=0.04
+    min_interval=0.05, max_interval=0.3, base_seconds=0.24, seconds_per_audio_second=0.024
 )
 
 
@@ -82,8 +82,8 @@ def asset_host(samples: Path) -> Iterator[AssetHost]:
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    """A fresh emulator of the AI/ML API with time sped up 50 times."""
-    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.02, seed=7, retry_after_seconds=0.2)
+    """A fresh emulator of the AI/ML API with time sped up 250 times (jobs of about 0.3 s)."""
+    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.004, seed=7, retry_after_seconds=0.2)
     with Emulator(config) as server:
         yield server
 

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import inspect
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -42,6 +44,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from prefect_omnihuman.api.models import (
+    DEFAULT_MODEL,
     DEFAULT_TTS_MODEL,
     Generation,
     Phase,
@@ -51,13 +54,14 @@ from prefect_omnihuman.api.models import (
     error_message_from_body,
     is_known_status,
 )
-from prefect_omnihuman.api.polling import PollSchedule
+from prefect_omnihuman.api.polling import CompletionWindow, PollSchedule
 from prefect_omnihuman.api.retries import (
     RetryPolicy,
     as_submission_error,
     is_safe_to_resubmit,
     is_transient,
 )
+from prefect_omnihuman.api.timing import PROCESS_TIMINGS, TimingBook, TimingSample, learned_window
 from prefect_omnihuman.errors import (
     AmbiguousSubmissionError,
     ApiError,
@@ -86,6 +90,9 @@ logger = logging.getLogger("prefect_omnihuman.api.client")
 # A string, so that Python 3.10 (where LoggerAdapter is not subscriptable) can import this.
 Logger: TypeAlias = "logging.Logger | logging.LoggerAdapter[Any]"
 StatusCallback = Callable[[Generation], None]
+#: Called before every status request (a fleet-wide rate limit, say); may be a coroutine
+#: function for the async client.
+BeforeStatusRequest = Callable[[], Any]
 T = TypeVar("T")
 
 # httpx failures raised before a single byte of the request could reach the server.
@@ -271,6 +278,8 @@ class _Protocol:
         retry: RetryPolicy | None = None,
         poll: PollSchedule | None = None,
         log: Logger | None = None,
+        timing: TimingBook | None = None,
+        before_status_request: BeforeStatusRequest | None = None,
     ) -> None:
         key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         if not key.get_secret_value().strip():
@@ -285,6 +294,8 @@ class _Protocol:
         self.retry = retry or RetryPolicy()
         self.poll = poll or PollSchedule()
         self.log: Logger = log or logger
+        self.timing: TimingBook = timing if timing is not None else PROCESS_TIMINGS
+        self.before_status_request = before_status_request
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, api_key=SecretStr('**********'))"
@@ -326,35 +337,83 @@ class _Protocol:
         return generation
 
 
+def model_of(generation_id: str) -> str:
+    """The model named by a generation id's `:model` suffix (the default model without one)."""
+    _, colon, model = generation_id.partition(":")
+    return model if colon and model else DEFAULT_MODEL
+
+
 class _Waiter:
-    """The state of one `wait`: elapsed time, last status, and the next delay."""
+    """The state of one `wait`: elapsed time, last status, the window and the next delay."""
 
     def __init__(
         self,
         protocol: _Protocol,
-        generation_id: str,
+        generation: str | Generation,
         timeout: float,
         audio_seconds: float | None,
         on_status: StatusCallback | None,
         started_at: float | None,
     ) -> None:
         self.protocol = protocol
-        self.generation_id = generation_id
+        self.generation_id = generation if isinstance(generation, str) else generation.id
         self.timeout = timeout
         self.on_status = on_status
+        self.audio_seconds = audio_seconds
+        self.model = model_of(self.generation_id)
         self.started = time.monotonic()
         # Elapsed time since submission (not since this wait began) drives the schedule,
         # so a resumed wait picks up where the job really is.
         self.offset = max(0.0, time.time() - started_at) if started_at else 0.0
-        self.expected = protocol.poll.expected_seconds(audio_seconds)
+        self.window = self._window()
         self.last_status = "unknown"
         self.warned_unknown = False
+        # The submission's own answer says pending at elapsed 0: the first check can wait.
+        fresh = not isinstance(generation, str) and generation.phase is Phase.PENDING
+        self.pending_at: float | None = 0.0 if fresh else None
+        self.sleep_first = fresh and self.window is not None and self.offset < self.window.low
+
+    def _window(self) -> CompletionWindow | None:
+        protocol = self.protocol
+        try:
+            samples = protocol.timing.samples(self.model, protocol.base_url)
+        except Exception as error:  # a history that cannot be read only costs precision
+            protocol.log.warning("Could not read the timing history (%s); using the guess", error)
+            samples = []
+        window = learned_window(samples, self.audio_seconds, protocol.poll)
+        if window is not None:
+            protocol.log.debug(
+                "Expecting %s within %.0f-%.0f s (typically %.0f s, from %d earlier jobs)",
+                self.generation_id,
+                window.low,
+                window.high,
+                window.typical,
+                len(samples),
+            )
+            return window
+        return protocol.poll.guess(self.audio_seconds)
+
+    def _record(self, seen_at: float) -> None:
+        """Teach the timing history how long this job took (between the last two checks)."""
+        if self.audio_seconds is None or self.pending_at is None:
+            return
+        sample = TimingSample(
+            model=self.model,
+            service=self.protocol.base_url,
+            audio_seconds=self.audio_seconds,
+            seconds=(self.pending_at + seen_at) / 2,
+        )
+        try:
+            self.protocol.timing.record(sample)
+        except Exception as error:  # losing a sample only costs precision
+            self.protocol.log.warning("Could not record the job's timing (%s)", error)
 
     def waited(self) -> float:
         return time.monotonic() - self.started
 
     def observe(self, generation: Generation) -> Generation | None:
         """Record a poll's answer; the finished generation once it is done."""
+        elapsed = self.offset + self.waited()
         if generation.status != self.last_status:
             self.protocol.log.info(
                 "Generation %s is %s (%.0f s)",
@@ -367,7 +426,10 @@ class _Waiter:
             if self.on_status:
                 self.on_status(generation)
         if generation.phase is Phase.PENDING:
+            self.pending_at = elapsed
             return None
+        if generation.phase is Phase.COMPLETED:
+            self._record(elapsed)
         return _Protocol._finished(generation)
 
     def _check_status(self, generation: Generation) -> None:
@@ -395,7 +457,9 @@ class _Waiter:
         waited = self.waited()
         if waited >= self.timeout:
             raise GenerationTimeoutError(self.generation_id, waited, self.last_status)
-        delay = self.protocol.poll.next_delay(self.offset + waited, self.expected)
+        delay = self.protocol.poll.delay(self.offset + waited, self.window)
+        # Never later than planned, a little earlier at random: many rows' polls spread out.
+        delay *= random.uniform(0.9, 1.0)
         return min(delay, max(0.0, self.timeout - waited))
 
 
@@ -508,6 +572,10 @@ class OmniHumanClient(_Protocol):
         poll: The adaptive schedule `wait` follows.
         log: Where progress and retries are logged (a Prefect run logger works).
         transport: An httpx transport, for proxies or tests.
+        timing: Where finished jobs' durations are kept and learned from (default: this
+            process's memory; `storage.timing_history.TimingHistory` shares them).
+        before_status_request: Called before every status check, e.g. a fleet-wide rate
+            limit (`workflows` passes Prefect's `rate_limit`).
     """
 
     def __init__(
@@ -520,9 +588,18 @@ class OmniHumanClient(_Protocol):
         poll: PollSchedule | None = None,
         log: Logger | None = None,
         transport: httpx.BaseTransport | None = None,
+        timing: TimingBook | None = None,
+        before_status_request: BeforeStatusRequest | None = None,
     ) -> None:
         super().__init__(
-            api_key, base_url=base_url, timeout=timeout, retry=retry, poll=poll, log=log
+            api_key,
+            base_url=base_url,
+            timeout=timeout,
+            retry=retry,
+            poll=poll,
+            log=log,
+            timing=timing,
+            before_status_request=before_status_request,
         )
         self._http = httpx.Client(transport=transport, **self._client_kwargs())
 
@@ -585,6 +662,8 @@ class OmniHumanClient(_Protocol):
         """The generation's current state; transient failures are retried."""
 
         def fetch() -> Generation:
+            if self.before_status_request is not None:
+                self.before_status_request()
             request = self._http.build_request(
                 "GET", GENERATIONS_PATH, params={"generation_id": generation_id}
             )
@@ -615,7 +694,9 @@ class OmniHumanClient(_Protocol):
             GenerationTimeoutError: It did not finish in time; it may still finish.
         """
         generation_id = generation if isinstance(generation, str) else generation.id
-        waiter = _Waiter(self, generation_id, timeout, audio_seconds, on_status, started_at)
+        waiter = _Waiter(self, generation, timeout, audio_seconds, on_status, started_at)
+        if waiter.sleep_first:
+            time.sleep(waiter.next_delay())
         while True:
             try:
                 done = waiter.observe(self.get(generation_id))
@@ -755,9 +836,18 @@ class AsyncOmniHumanClient(_Protocol):
         poll: PollSchedule | None = None,
         log: Logger | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        timing: TimingBook | None = None,
+        before_status_request: BeforeStatusRequest | None = None,
     ) -> None:
         super().__init__(
-            api_key, base_url=base_url, timeout=timeout, retry=retry, poll=poll, log=log
+            api_key,
+            base_url=base_url,
+            timeout=timeout,
+            retry=retry,
+            poll=poll,
+            log=log,
+            timing=timing,
+            before_status_request=before_status_request,
         )
         self._http = httpx.AsyncClient(transport=transport, **self._client_kwargs())
 
@@ -818,6 +908,10 @@ class AsyncOmniHumanClient(_Protocol):
         """The generation's current state; see `OmniHumanClient.get`."""
 
         async def fetch() -> Generation:
+            if self.before_status_request is not None:
+                waited = self.before_status_request()
+                if inspect.isawaitable(waited):
+                    await waited
             request = self._http.build_request(
                 "GET", GENERATIONS_PATH, params={"generation_id": generation_id}
             )
@@ -836,7 +930,9 @@ class AsyncOmniHumanClient(_Protocol):
     ) -> Generation:
         """Poll until the generation completes; see `OmniHumanClient.wait`."""
         generation_id = generation if isinstance(generation, str) else generation.id
-        waiter = _Waiter(self, generation_id, timeout, audio_seconds, on_status, started_at)
+        waiter = _Waiter(self, generation, timeout, audio_seconds, on_status, started_at)
+        if waiter.sleep_first:
+            await asyncio.sleep(waiter.next_delay())
         while True:
             try:
                 done = waiter.observe(await self.get(generation_id))

@@ -1,32 +1,71 @@
-"""When to ask again: an adaptive schedule for polling a generation.
+"""When to ask again: a schedule for polling a generation, shaped by when it should end.
 
-A fixed interval is either slow to notice completion or wasteful. This schedule
-polls sparsely while a job is far from its expected end, densely around it, and
-backs off again when a job overruns (a long queue), so completion is seen within
-about `min_interval` of happening at a fraction of a fixed poller's requests.
+A fixed interval is either slow to notice completion or wasteful. The schedule takes a
+`CompletionWindow`, the span in which the job will most likely end (learned from earlier
+jobs, see `timing`, or the built-in guess), and polls:
+
+- not at all before the window opens (at most every `max_interval`, in case it is wrong);
+- densely inside it, about `min_interval` apart where the window is narrow;
+- ever more sparsely once the job runs past it (a queue, a stuck job), in proportion to
+  the time already spent, so a late job is still seen within a small fraction of its age.
+
+With no history, the built-in guess is the real service's published pace (minutes: the
+API documentation's example log polls about 24 times at 10-15 s intervals; other hosts
+quote 2-5 minutes a job) with a wide window around it (`guess_low` .. `guess_high`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict
+
+
+@dataclass(frozen=True)
+class CompletionWindow:
+    """When a job should end, in seconds after its submission.
+
+    Attributes:
+        low: Before this, completion is unlikely.
+        typical: The most likely moment (a median).
+        high: After this, the job is late.
+    """
+
+    low: float
+    typical: float
+    high: float
+
+    def scaled(self, factor: float) -> CompletionWindow:
+        """The same window with every bound multiplied by `factor`."""
+        return CompletionWindow(self.low * factor, self.typical * factor, self.high * factor)
 
 
 class PollSchedule(BaseModel):
     """Delays between status checks of one generation.
 
     Attributes:
-        min_interval: Shortest delay; bounds how late a completion is noticed.
-        max_interval: Longest delay, however far the expected end.
-        approach: Fraction of the remaining expected time waited at once while far from it.
-        base_seconds: Expected fixed cost of a job (queueing, set-up), in seconds.
-        seconds_per_audio_second: Expected processing time per second of audio.
-        overrun_backoff: Extra delay per second of overrun, once a job is later than expected.
-        overrun_max_interval: Longest delay once a job is late: it may end at any moment.
+        min_interval: Shortest delay; bounds how late a completion is noticed in the window.
+        max_interval: Longest delay, however far the window.
+        base_seconds: The built-in guess of a job's fixed cost (queueing, set-up), in seconds.
+        seconds_per_audio_second: The built-in guess of processing time per audio second.
+        guess_low: With no history, the window opens at this fraction of the guess.
+        guess_high: With no history, a job is late after this multiple of the guess.
+        edge_sparsity: At a learned window's edges the delay is `1 + edge_sparsity` times
+            `min_interval`; at its typical end, `min_interval`.
+        wide: A window whose end is more than `wide` times its start is too vague to poll
+            densely: inside it the delay grows with the time spent, as with no estimate.
+        growth: Inside a wide window and once late, the delay is at most this fraction of
+            the time already spent: a job is noticed within that fraction of its age.
+        guess_growth: The same fraction inside a wide window (the built-in guess).
+        approach: Kept for compatibility; no longer used.
+        overrun_backoff: Kept for compatibility; no longer used.
+        overrun_max_interval: Kept for compatibility; no longer used.
 
     Example:
         ```python
         schedule = PollSchedule(min_interval=1.0)
-        delay = schedule.next_delay(elapsed=12.0, expected=40.0)
+        window = schedule.guess(audio_seconds=8.0)
+        delay = schedule.delay(elapsed=12.0, window=window)
         ```
     """
 
@@ -34,26 +73,73 @@ class PollSchedule(BaseModel):
 
     min_interval: float = 1.0
     max_interval: float = 30.0
+    base_seconds: float = 60.0
+    seconds_per_audio_second: float = 6.0
+    guess_low: float = 0.2
+    guess_high: float = 10.0
+    edge_sparsity: float = 1.0
+    wide: float = 3.0
+    growth: float = 0.1
+    guess_growth: float = 0.05
     approach: float = 0.5
-    base_seconds: float = 8.0
-    seconds_per_audio_second: float = 2.0
     overrun_backoff: float = 0.05
     overrun_max_interval: float = 2.0
 
     def expected_seconds(self, audio_seconds: float | None) -> float | None:
-        """The expected run time of a job with this much audio, if known."""
+        """The built-in guess of a job's run time with this much audio, if known."""
         if audio_seconds is None:
             return None
         return self.base_seconds + self.seconds_per_audio_second * audio_seconds
 
-    def next_delay(self, elapsed: float, expected: float | None) -> float:
-        """Seconds to wait before the next check, `elapsed` seconds after submission."""
+    def guess(self, audio_seconds: float | None) -> CompletionWindow | None:
+        """The window to use with no history: wide around the built-in guess."""
+        expected = self.expected_seconds(audio_seconds)
         if expected is None:
+            return None
+        return self.around(expected)
+
+    def around(self, expected: float) -> CompletionWindow:
+        """A window as wide as the guess's around an expected duration."""
+        return CompletionWindow(expected * self.guess_low, expected, expected * self.guess_high)
+
+    def scaled(self, factor: float) -> PollSchedule:
+        """This schedule for a service `factor` times as fast or slow (an emulator's time_scale)."""
+        times = ("min_interval", "max_interval", "base_seconds", "seconds_per_audio_second")
+        return self.model_copy(update={name: getattr(self, name) * factor for name in times})
+
+    def delay(self, elapsed: float, window: CompletionWindow | None) -> float:
+        """Seconds to wait before the next check, `elapsed` seconds after submission."""
+        if window is None:
             # Nothing known: grow with the time already spent, like a patient human.
-            delay = elapsed * 0.1
-        elif elapsed < expected:
-            delay = (expected - elapsed) * self.approach
+            delay = elapsed * self.growth
+        elif elapsed < window.low:
+            delay = window.low - elapsed
+            if window.high <= self.wide * window.low:
+                # A learned window is trusted: approach it in halves, not max_interval steps.
+                return max(self.min_interval, min(delay, max(self.max_interval, delay / 2)))
+        elif elapsed <= window.high:
+            if window.high > self.wide * max(window.low, 1e-9):
+                # A wide window (the guess): the end may be anywhere, so grow with age,
+                # finely enough that the first jobs teach their duration precisely.
+                delay = elapsed * self.guess_growth
+            else:
+                # Densest at the typical end, sparser towards the window's edges.
+                half = max(window.high - window.typical, window.typical - window.low, 1e-9)
+                offset = (elapsed - window.typical) / half
+                delay = self.min_interval * (1.0 + self.edge_sparsity * offset * offset)
+            # Never step over the end of the window by much: beyond it the job is late.
+            delay = min(delay, max(self.min_interval, window.high - elapsed))
+        elif window.high > self.wide * max(window.low, 1e-9):
+            delay = elapsed * self.growth
         else:
-            overrun = (elapsed - expected) * self.overrun_backoff
-            delay = min(overrun, self.overrun_max_interval)
+            # Late for a learned window: most late jobs are only a little late, so back off
+            # from `min_interval` in proportion to the overrun, up to a fraction of the age.
+            overrun = elapsed - window.high
+            delay = min(self.min_interval + overrun * self.growth, elapsed * self.growth)
         return max(self.min_interval, min(self.max_interval, delay))
+
+    def next_delay(self, elapsed: float, expected: float | CompletionWindow | None) -> float:
+        """Seconds to wait before the next check, given an expected duration or a window."""
+        if isinstance(expected, CompletionWindow) or expected is None:
+            return self.delay(elapsed, expected)
+        return self.delay(elapsed, self.around(expected))

@@ -74,6 +74,7 @@ from prefect_omnihuman.workflows.credentials import AimlApiCredentials
 from prefect_omnihuman.workflows.generation_slots import GenerationGate, gated_by
 from prefect_omnihuman.workflows.generation_tasks import submission_cache_key, submit_generation
 from prefect_omnihuman.workflows.interruption import stops_waits_on_interrupt
+from prefect_omnihuman.workflows.poll_pacing import STATUS_POLLS_LIMIT, ensure_status_poll_limit
 from prefect_omnihuman.workflows.video_artifacts import batch_gallery, video_link
 from prefect_omnihuman.workflows.video_flows import omnihuman_narrated_video, omnihuman_video
 
@@ -436,6 +437,12 @@ def omnihuman_batch(
 
     runnable = longest_first(runnable)
     slots = ensure_generation_limit(limit_name, concurrency)
+    polls_per_second = ensure_status_poll_limit()
+    logger.info(
+        "Status polls of all runs share %r: %g request(s) a second",
+        STATUS_POLLS_LIMIT,
+        polls_per_second,
+    )
     logger.info(
         "Running %d row(s), %d at a time in this run; limit %r has %d slot(s) for all runs",
         len(runnable),

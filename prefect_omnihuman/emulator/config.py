@@ -43,7 +43,9 @@ class EmulatorConfig(BaseModel):
     The emulator reads this object live, so a test may change a field of a
     running emulator's `config` (for example `result_ttl_seconds`).
 
-    `time_scale` multiplies the duration of every job; `retry_after_seconds` and
+    A job takes `base_seconds + seconds_per_audio_second * audio`, +-`jitter`, after
+    waiting for one of `capacity` places: with the defaults, 1.5-4 minutes like the real
+    service. `time_scale` multiplies all of it; `retry_after_seconds` and
     `result_ttl_seconds` are used as given, unscaled.
 
     Example:
@@ -60,13 +62,25 @@ class EmulatorConfig(BaseModel):
         min_length=1,
         repr=False,  # keeps keys out of reprs and logs of the config
     )
-    time_scale: float = Field(1.0, gt=0, description="Multiplies every job's duration.")
-    base_seconds: float = Field(8.0, ge=0, description="Fixed part of a job's duration.")
+    time_scale: float = Field(
+        1.0,
+        gt=0,
+        description="Multiplies every job's duration (and queueing); 0.01 is 100x faster.",
+    )
+    base_seconds: float = Field(
+        60.0, ge=0, description="Fixed part of a job's duration, like the real service's minutes."
+    )
     seconds_per_audio_second: float = Field(
-        2.0, ge=0, description="Job duration added per second of audio."
+        6.0, ge=0, description="Job duration added per second of audio."
     )
     jitter: float = Field(
-        0.2, ge=0, lt=1, description="Random spread of job durations, as a fraction (seeded)."
+        0.05, ge=0, lt=1, description="Random spread of job durations, as a fraction (seeded)."
+    )
+    capacity: int = Field(
+        16,
+        ge=1,
+        description="Jobs the service works on at once, all keys together; later ones queue "
+        "until one of them ends.",
     )
     max_concurrent_per_key: int = Field(
         8, ge=1, description="Unfinished generations a key may have before POST answers 429."

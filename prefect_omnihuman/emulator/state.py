@@ -102,6 +102,9 @@ class EmulatorStats(BaseModel):
         default_factory=dict, description="sha256(image):sha256(audio) -> accepted POSTs."
     )
     polls_by_generation: dict[str, int] = Field(default_factory=dict)
+    poll_times: list[float] = Field(
+        default_factory=list, description="Wall-clock time of every status request answered."
+    )
     peak_concurrency: int = Field(0, description="Most unfinished generations at once, all keys.")
     peak_concurrency_by_key: dict[str, int] = Field(
         default_factory=dict, description="Key fingerprint -> most unfinished generations at once."
@@ -219,9 +222,13 @@ class EmulatorState:
                 self._stats.limited_posts += 1
                 return None
             spread = self._rng.uniform(-config.jitter, config.jitter)
-            total = (config.base_seconds + config.seconds_per_audio_second * audio_seconds) * (
+            work = (config.base_seconds + config.seconds_per_audio_second * audio_seconds) * (
                 1 + spread
             )
+            # Queued: the job starts when enough of the running ones have ended.
+            ends = sorted(job.scheduled_end for job in running)
+            waiting = len(ends) - config.capacity
+            start = max(now, ends[waiting]) if waiting >= 0 else now
             token = uuid.uuid4().hex
             job = Job(
                 id=f"{uuid.uuid4()}:{DEFAULT_MODEL}",
@@ -230,7 +237,7 @@ class EmulatorState:
                 audio_seconds=audio_seconds,
                 tokens_used=round(config.tokens_per_audio_second * audio_seconds),
                 accepted_at=now,
-                total_seconds=max(0.0, total * config.time_scale),
+                total_seconds=max(0.0, start - now + work * config.time_scale),
                 file_token=token,
                 file_path=files_dir / f"{token}.mp4",
                 fail_message=fail_message,
@@ -274,6 +281,7 @@ class EmulatorState:
                 return None
             polls = self._stats.polls_by_generation
             polls[job.id] = polls.get(job.id, 0) + 1
+            self._stats.poll_times.append(time.time())
             return self._view(job, time.time(), files_url)
 
     def _view(self, job: Job, now: float, files_url: str) -> dict[str, Any]:

@@ -74,6 +74,7 @@ from prefect_omnihuman.storage.media_storage import (
 from prefect_omnihuman.workflows.credentials import AimlApiCredentials
 from prefect_omnihuman.workflows.events import emit_completed, emit_failed, emit_submitted
 from prefect_omnihuman.workflows.interruption import until_interrupted
+from prefect_omnihuman.workflows.poll_pacing import status_poll_limiter, timing_history
 from prefect_omnihuman.workflows.retry_conditions import (
     retry_storage,
     retry_transient,
@@ -374,11 +375,15 @@ async def poll_generation(
 ) -> SubmittedGeneration:
     """Wait for the generation to finish, polling adaptively, and return it completed.
 
-    Status changes are logged with the generation id. 429/5xx/dropped connections
-    only slow the polling down. A timeout raises `GenerationTimeoutError` with the
-    id; re-running the flow resumes waiting for the same generation. With `storage`,
-    the ledger records the completion (or failure), and a generation it already has
-    as completed is not asked about again.
+    The schedule follows what earlier jobs of this model on this service took (the
+    timing history, see `poll_pacing`; kept beside the ledger in `storage` when given, so
+    every worker learns from every other), and each status request takes a slot of the
+    fleet-wide `omnihuman-status-polls` rate limit when it exists. Status changes are
+    logged with the generation id. 429/5xx/dropped connections only slow the polling
+    down. A timeout raises `GenerationTimeoutError` with the id; re-running the flow
+    resumes waiting for the same generation. With `storage`, the ledger records the
+    completion (or failure), and a generation it already has as completed is not asked
+    about again.
     """
     logger = get_run_logger()
     record = submitted.ledger
@@ -387,7 +392,10 @@ async def poll_generation(
     if record is not None and record.status == "failed" and record.generation_id:
         raise GenerationFailedError(record.generation_id, record.error or "failed")
     ledger = ledger_for(storage) if record is not None else None
-    async with credentials.get_async_client(log=logger, poll=polling) as client:
+    limiter = await status_poll_limiter()
+    async with credentials.get_async_client(
+        log=logger, poll=polling, timing=timing_history(storage), before_status_request=limiter
+    ) as client:
         try:
             done = await until_interrupted(
                 client.wait(

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 @pytest.fixture
 def slow_emulator() -> Iterator[Emulator]:
     """Jobs of about two seconds, so rows clearly overlap."""
-    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.15, seed=5, retry_after_seconds=0.2)
+    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.03, seed=5, retry_after_seconds=0.2)
     with Emulator(config) as server:
         yield server
 

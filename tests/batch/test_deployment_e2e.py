@@ -192,7 +192,7 @@ def cluster(tmp_path: Path, s3: S3) -> Iterator[Cluster]:
 @pytest.fixture
 def e2e_emulator() -> Iterator[Emulator]:
     """Jobs of about a second, with the service's own cap far above our limit."""
-    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.1, seed=11, retry_after_seconds=0.2)
+    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.02, seed=11, retry_after_seconds=0.2)
     with Emulator(config) as server:
         yield server
 

@@ -130,7 +130,7 @@ def test_generate_with_too_long_audio_fails_before_any_post(
 
 @pytest.mark.usefixtures("prefect_api")
 def test_demo_makes_a_real_video_from_generated_inputs(tmp_path: Path) -> None:
-    result = run_demo(tmp_path, time_scale=0.02)
+    result = run_demo(tmp_path, time_scale=0.0045)
     video = probe_video(result.location)
     voice = probe_audio(tmp_path / "inputs" / "voice.wav")
     assert Path(result.location) == tmp_path / "omnihuman-demo.mp4"

@@ -53,7 +53,7 @@ def assets(media: Path) -> Iterator[AssetHost]:
 def make_emulator(**overrides: Any) -> Emulator:
     settings: dict[str, Any] = {
         "api_keys": [KEY, "sk-second-key"],
-        "time_scale": 0.02,
+        "time_scale": 0.004,
         "seed": 3,
         "retry_after_seconds": 0.25,
     }

@@ -53,7 +53,7 @@ WRONG_KEY = "sk-wrong-key-never-shown-5d81"
 def api() -> Iterator[Emulator]:
     """One emulator for the module (cases reset it): a start per case would cost more
     than the cases themselves."""
-    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.02, seed=7, retry_after_seconds=0.2)
+    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.004, seed=7, retry_after_seconds=0.2)
     with Emulator(config) as server:
         yield server
 

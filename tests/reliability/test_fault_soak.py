@@ -93,7 +93,7 @@ def soak_emulator() -> Iterator[Emulator]:
     """Short jobs, a short Retry-After, and a per-key cap far below the batch's concurrency."""
     config = EmulatorConfig(
         api_keys=[TEST_KEY],
-        time_scale=0.02,
+        time_scale=0.004,
         seed=3,
         retry_after_seconds=0.1,
         max_concurrent_per_key=len(HELD_VOICES),

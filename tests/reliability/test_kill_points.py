@@ -55,7 +55,7 @@ PARALLEL_ROUNDS = 2
 #: where the run really was (see `classify`), not by the plan.
 EXTRA_DELAY = {"upload": 0.03, "submit": 0.06, "poll": 0.5, "download": 0.5}
 #: Job length multiplier: (8 s + 2 s per audio second) x 0.09 is about a second of polling.
-TIME_SCALE = {"upload": 0.03, "submit": 0.03, "poll": 0.09, "download": 0.03}
+TIME_SCALE = {"upload": 0.005, "submit": 0.005, "poll": 0.014, "download": 0.005}
 #: Slows the killed run's download (~70 kB) to most of a second; the re-run's is not slowed.
 DOWNLOAD_BYTES_PER_SECOND = 100_000
 VOICE_SECONDS = 1.5

@@ -34,7 +34,7 @@ RUN_TIMEOUT = 240.0
 @pytest.fixture
 def slow_emulator() -> Iterator[Emulator]:
     """Jobs of a few seconds, so pods overlap while one of them is polling."""
-    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.15, seed=11)
+    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.025, seed=11)
     with Emulator(config) as server:
         yield server
 
