@@ -147,3 +147,28 @@ def test_unreachable_storage_stops_the_run_before_any_post_naming_the_url_and_fi
     assert "s3://media/omnihuman/ledger" in message and "Fix:" in message
     assert len(message.splitlines()) == 1 and "unreachable-secret" not in message
     assert emulator.stats().accepted_posts == 0
+
+
+def test_storage_without_credentials_stops_the_run_before_any_post(
+    emulator: Emulator,
+    asset_host: AssetHost,
+    s3: S3,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    options = {"client_kwargs": {"endpoint_url": s3.endpoint, "region_name": "us-east-1"}}
+    storage = MediaStorage(base_url=f"s3://{s3.bucket}/no-creds", storage_options=options)
+    with pytest.raises(InputError) as raised:
+        omnihuman_video(
+            image=f"{asset_host.url}/portrait.png", audio=f"{asset_host.url}/voice.wav",
+            destination=str(tmp_path / "out.mp4"), credentials=credentials_for(emulator),
+            storage=storage,
+        )  # fmt: skip
+    message = str(raised.value)
+    assert f"s3://{s3.bucket}/no-creds/ledger" in message and "credentials" in message
+    assert "Fix:" in message and len(message.splitlines()) == 1
+    assert emulator.stats().accepted_posts == 0
