@@ -95,7 +95,25 @@ def prefect_api() -> Iterator[str]:
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
+        _inactive_status_poll_budget()
         yield str(PREFECT_API_URL.value())
+
+
+def _inactive_status_poll_budget() -> None:
+    """Batches create the fleet-wide status-poll limit (5/s, a real-time rate) when it is
+    missing; the tests' emulator runs hundreds of times faster, so here it exists inactive
+    and rows poll freely. The budget itself is tested in tests/workflows/test_poll_budget.py."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from prefect_omnihuman.workflows.poll_pacing import STATUS_POLLS_LIMIT
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(
+                name=STATUS_POLLS_LIMIT, limit=5, slot_decay_per_second=5.0, active=False
+            )
+        )
 
 
 class S3:
