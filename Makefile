@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY := false
 
-.PHONY: install demo test test-long lint typecheck clean
+.PHONY: install demo test test-long test-compat lint typecheck clean
 
 # constraints.txt pins the versions the suite was last run with, so every machine installs the same.
 $(INSTALLED): pyproject.toml constraints.txt
@@ -40,5 +40,22 @@ test: lint typecheck
 test-long: $(INSTALLED)
 	$(BIN)/pytest -q tests/reliability --long
 
+# The core suite against the oldest supported Prefect (constraints-compat.txt), in its own venv:
+# everything but the reliability suite, the deployment end-to-end test and the browser check.
+COMPAT_VENV := .venv-compat
+COMPAT_WORKERS ?= 2
+CORE_SUITE := tests --ignore=tests/reliability --ignore=tests/batch/test_deployment_e2e.py \
+	--ignore=tests/workflows/test_ui_in_browser.py
+
+$(COMPAT_VENV)/.installed: pyproject.toml constraints-compat.txt
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+		-c constraints-compat.txt -e '.[dev]'
+	touch $@
+
+test-compat: $(COMPAT_VENV)/.installed
+	$(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider -n $(COMPAT_WORKERS) $(CORE_SUITE)
+
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
