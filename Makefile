@@ -9,7 +9,16 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY := false
 
-.PHONY: install demo test test-long lint typecheck browser clean
+.PHONY: install demo test test-long test-compat lint typecheck browser clean
+
+# The core suite against the oldest supported Prefect (constraints-compat.txt), in its own venv:
+# everything but the reliability suite, the deployment end-to-end test and the browser check.
+COMPAT_VENV := .venv-compat
+COMPAT_WORKERS ?= 2
+CORE_SUITE := tests --ignore=tests/reliability --ignore=tests/batch/test_deployment_e2e.py \
+	--ignore=tests/workflows/test_ui_in_browser.py
+COMPAT_SMOKE := tests/storage/test_ledger.py tests/api/test_models.py tests/test_readme.py \
+	tests/workflows/test_flow.py -k "local_files or s3_staging or dollars or ledger"
 
 # constraints.txt pins the versions the suite was last run with, so every machine installs the same.
 $(INSTALLED): pyproject.toml constraints.txt
@@ -41,12 +50,25 @@ browser:
 	  echo "chromium is not installed: the browser test will skip (apt-get install -y chromium)"
 
 # Two pytest workers: most tests wait on servers, so this halves the run on 2 cores.
-test: lint typecheck browser
+# Then the oldest supported Prefect (constraints-compat.txt) runs the core paths: a video end to
+# end (local and S3), the ledger, the client. `make test-compat` runs the whole core suite there.
+test: lint typecheck browser $(COMPAT_VENV)/.installed
 	$(BIN)/pytest -q -n 2
+	$(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider -n 2 $(COMPAT_SMOKE)
 
 # The reliability suite at full size (100-row soak, 16 kills): about 5 minutes on 2 cores.
 test-long: $(INSTALLED)
 	$(BIN)/pytest -q tests/reliability --long
 
+$(COMPAT_VENV)/.installed: pyproject.toml constraints-compat.txt
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+		-c constraints-compat.txt -e '.[dev]'
+	touch $@
+
+test-compat: $(COMPAT_VENV)/.installed
+	$(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider -n $(COMPAT_WORKERS) $(CORE_SUITE)
+
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

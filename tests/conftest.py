@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _TEST_HOME = Path(tempfile.mkdtemp(prefix="omnihuman-tests-"))
 os.environ.update(
@@ -59,6 +60,22 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def read_events(event_filter: Any, limit: int = 50) -> list[Any]:
+    """The events the Prefect server has stored that match `event_filter` (newest first).
+
+    Uses the REST route (`POST /events/filter`) because the client's own `read_events`
+    only exists from Prefect 3.6.1, and `make test-compat` runs the oldest supported Prefect.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.events import ReceivedEvent
+
+    body = {"filter": event_filter.model_dump(mode="json"), "limit": limit}
+    with get_client(sync_client=True) as client:
+        response = client.request("POST", "/events/filter", json=body)
+    response.raise_for_status()
+    return [ReceivedEvent.model_validate(event) for event in response.json()["events"]]
 
 
 @pytest.fixture(scope="session")

@@ -184,11 +184,13 @@ def declare_video_asset(
         )
         return
     href, note = video_link(location, storage)
+    # A presigned URL expires and carries a signature: only lasting URLs go in. No `url=None`:
+    # Prefect 3.4 to 3.6 copies an explicit None into the event, which then fails to emit.
+    lasting_url = {"url": href} if is_http(href) and not note else {}
     properties = AssetProperties(
         name=Path(display_name(location)).name,
-        # A presigned URL expires and carries a signature: only lasting URLs go in.
-        url=href if is_http(href) and not note else None,
         description="Talking-avatar video made by OmniHuman from the upstream portrait and voice",
+        **lasting_url,
     )
     video = Asset(key=key, properties=properties)
     upstream = sorted({dep for dep in inputs if dep is not None and dep != key})

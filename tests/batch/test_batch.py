@@ -24,7 +24,7 @@ from prefect_omnihuman.errors import BudgetExceededError
 from prefect_omnihuman.media.probe import probe_video
 from prefect_omnihuman.media.samples import write_sample_voice
 
-from ..conftest import FAST_POLL, S3, TEST_KEY
+from ..conftest import FAST_POLL, S3, TEST_KEY, read_events
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -240,19 +240,15 @@ def read_generation_events(since: Any, expected: int) -> list[Any]:
     EventsWorker.drain_all(timeout=10)
     deadline = time.monotonic() + 30
     events: list[Any] = []
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            page = client.read_events(
-                EventFilter(
-                    event=EventNameFilter(prefix=["omnihuman.generation."]),
-                    occurred=EventOccurredFilter(since=since),
-                ),
-                limit=50,
-            )
-            events = page.events
-            if len(events) >= expected:
-                break
-            time.sleep(0.5)
+    query = EventFilter(
+        event=EventNameFilter(prefix=["omnihuman.generation."]),
+        occurred=EventOccurredFilter(since=since),
+    )
+    while time.monotonic() < deadline:
+        events = read_events(query)
+        if len(events) >= expected:
+            break
+        time.sleep(0.5)
     return events
 
 

@@ -54,6 +54,7 @@ BIN = Path(sys.executable).parent
 POOL = "omnihuman"
 ROWS = 12
 LIMIT = 3
+E2E_TIME_SCALE = 0.02
 README_MARKER = "<!-- README deployment example: tested by tests/batch/test_deployment_e2e.py -->"
 
 
@@ -191,8 +192,10 @@ def cluster(tmp_path: Path, s3: S3) -> Iterator[Cluster]:
 
 @pytest.fixture
 def e2e_emulator() -> Iterator[Emulator]:
-    """Jobs of about a second, with the service's own cap far above our limit."""
-    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.02, seed=11, retry_after_seconds=0.2)
+    """Jobs of a few seconds, with the service's own cap far above our limit."""
+    config = EmulatorConfig(
+        api_keys=[TEST_KEY], time_scale=E2E_TIME_SCALE, seed=11, retry_after_seconds=0.2
+    )
     with Emulator(config) as server:
         yield server
 
@@ -261,6 +264,14 @@ def test_two_workers_run_the_scheduled_batch_deployment_within_the_shared_limit(
         "created: omnihuman-media-storage/omnihuman-media",
     ]
     cluster.run(str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process")
+    # The fleet's status-poll budget, as the README says to set it up: 5 requests a second
+    # at the real service's pace, scaled like the emulator's time (else its time-scaled
+    # jobs would queue for slots, and SQLite answers the flood of slot requests with 503s).
+    polls = f"{5 / E2E_TIME_SCALE:g}"
+    cluster.run(
+        str(BIN / "prefect"), "gcl", "create", "omnihuman-status-polls",
+        "--limit", polls, "--slot-decay-per-second", polls,
+    )  # fmt: skip
     cluster.run(
         str(BIN / "prefect"), "--no-prompt", "deploy", "--all",
         "--prefect-file", "deployments/prefect.yaml",

@@ -41,11 +41,12 @@ def test_generate_stages_and_delivers_through_a_saved_s3_bucket_block(
 
 
 def test_generate_with_a_block_type_that_cannot_store_says_which_can(
-    prefect_api: str, samples: Path, tmp_path: Path
+    prefect_api: str, emulator: Emulator, samples: Path, tmp_path: Path
 ) -> None:
     result: subprocess.CompletedProcess[str] = run_generate(
         "--image", str(samples / "portrait.png"), "--audio", str(samples / "voice.wav"),
         "--out", str(tmp_path / "x.mp4"), "--storage-block", "gcs-bucket/media",
+        "--base-url", emulator.url,  # reachable, so the block is what fails
         env=environment_without_aws(prefect_api),
     )  # fmt: skip
     assert result.returncode == 1

@@ -81,7 +81,8 @@ def test_a_remote_file_system_object_stages_and_delivers(
     )
     assert result.location.startswith(f"s3://{s3.bucket}/flow-remote/videos/")
     assert len(signed_fetches(emulator, s3)) == 2
-    assert block.read_path(result.location)[4:8] == b"ftyp"
+    # A path relative to the basepath: Prefect 3.4 joins a full URL onto the basepath again.
+    assert block.read_path(result.location.removeprefix(block.basepath))[4:8] == b"ftyp"
 
 
 def test_a_local_file_system_object_receives_the_video(

@@ -26,7 +26,7 @@ from prefect_omnihuman.workflows.video_artifacts import (
     batch_gallery,
 )
 
-from ..conftest import FAST_POLL, S3, TEST_KEY
+from ..conftest import FAST_POLL, S3, TEST_KEY, read_events
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -76,12 +76,7 @@ def _materializations(key: str, expected: int, wait: float = 20.0) -> list[Any]:
     )
     deadline = time.monotonic() + wait
     while True:
-        with get_client(sync_client=True) as client:
-            events = [
-                e
-                for e in client.read_events(filter=query, limit=50).events
-                if e.event == MATERIALIZED
-            ]
+        events = [e for e in read_events(query) if e.event == MATERIALIZED]
         if len(events) >= expected or time.monotonic() > deadline:
             return events
         time.sleep(0.5)
