@@ -18,7 +18,9 @@ COMPAT_WORKERS ?= 2
 CORE_SUITE := tests --ignore=tests/reliability --ignore=tests/batch/test_deployment_e2e.py \
 	--ignore=tests/workflows/test_ui_in_browser.py
 COMPAT_SMOKE := tests/storage/test_ledger.py tests/api/test_models.py tests/test_readme.py \
-	tests/workflows/test_flow.py -k "local_files or s3_staging or dollars or ledger"
+	tests/workflows/test_flow.py::test_local_files_in_mp4_out_with_local_staging \
+	tests/workflows/test_flow.py::test_s3_staging_and_delivery_on_moto \
+	tests/workflows/test_flow.py::test_the_summary_and_the_result_show_the_cost_in_dollars_and_a_reuse_costs_nothing
 
 # constraints.txt pins the versions the suite was last run with, so every machine installs the same.
 $(INSTALLED): pyproject.toml constraints.txt

@@ -48,7 +48,12 @@ from prefect_omnihuman.errors import (
     OmniHumanError,
 )
 from prefect_omnihuman.results import LedgerDelivery, LedgerRecord
-from prefect_omnihuman.storage.media_storage import MediaStorage, filesystem, storage_failure
+from prefect_omnihuman.storage.media_storage import (
+    MediaStorage,
+    filesystem,
+    process_alive,
+    storage_failure,
+)
 
 logger = logging.getLogger("prefect_omnihuman.ledger")
 
@@ -92,7 +97,7 @@ class Claim(BaseModel):
         """Released, past its lease, or held by a dead process on this host."""
         if self.state == "released" or now - self.renewed_at > self.lease_seconds:
             return True
-        return self.host == socket.gethostname() and not _alive(self.pid)
+        return self.host == socket.gethostname() and not process_alive(self.pid)
 
 
 @dataclass
@@ -108,16 +113,6 @@ class Reservation:
     record: LedgerRecord | None = None
     claim: Claim | None = None
     suspected_duplicate: bool = False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _env_seconds(name: str, default: float) -> float:

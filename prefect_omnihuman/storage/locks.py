@@ -29,6 +29,8 @@ from typing import Any
 
 from prefect.locking.protocol import LockManager
 
+from prefect_omnihuman.storage.media_storage import process_alive
+
 #: Overrides the lock folder (a shared disk when result storage is a remote block).
 LOCK_PATH_ENV = "OMNIHUMAN_LOCK_PATH"
 #: A lock older than this is stale even if its holder seems alive (another host).
@@ -44,16 +46,6 @@ def default_lock_folder() -> Path:
     from prefect.settings import get_current_settings
 
     return Path(get_current_settings().results.local_storage_path).expanduser() / "locks"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 class SharedFileLockManager(LockManager):
@@ -112,7 +104,7 @@ class SharedFileLockManager(LockManager):
         if float(info.get("expires") or 0.0) < time.time():
             return True
         same_host = info.get("host") == socket.gethostname()
-        return same_host and isinstance(info.get("pid"), int) and not _alive(info["pid"])
+        return same_host and isinstance(info.get("pid"), int) and not process_alive(info["pid"])
 
     def _current(self, key: str) -> dict[str, Any] | None:
         """The live lock on `key`, removing a stale one; None when unlocked."""

@@ -358,13 +358,14 @@ def sweep_abandoned_spools(target: Path) -> list[Path]:
     removed: list[Path] = []
     for spool in target.parent.glob(f"{glob.escape(owner_prefix)}*.part"):
         pid = spool.name[len(owner_prefix) :].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             spool.unlink(missing_ok=True)
             removed.append(spool)
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
