@@ -319,14 +319,11 @@ class _Protocol:
                 return ServiceUnreachableError(self.base_url, reason)
         return transport_error(exc)
 
-    def _note_retry(self, what: str, attempt: int, error: Exception, delay: float) -> None:
+    def _note_retry(
+        self, what: str, attempt: int, error: Exception, delay: float, attempts: int
+    ) -> None:
         self.log.warning(
-            "%s failed (%s); retry %d of %d in %.1f s",
-            what,
-            error,
-            attempt,
-            self.retry.max_attempts - 1,
-            delay,
+            "%s failed (%s); retry %d of %d in %.1f s", what, error, attempt, attempts - 1, delay
         )
 
     @staticmethod
@@ -625,16 +622,23 @@ class OmniHumanClient(_Protocol):
             response.read()
         raise api_error(response)
 
-    def _retrying(self, what: str, call: Callable[[], T], safe: Callable[[Exception], bool]) -> T:
+    def _retrying(
+        self,
+        what: str,
+        call: Callable[[], T],
+        safe: Callable[[Exception], bool],
+        attempts: int | None = None,
+    ) -> T:
+        attempts = attempts or self.retry.max_attempts
         attempt = 1
         while True:
             try:
                 return call()
             except Exception as error:
-                if attempt >= self.retry.max_attempts or not safe(error):
+                if attempt >= attempts or not safe(error):
                     raise
                 delay = self.retry.delay(attempt, error)
-                self._note_retry(what, attempt, error, delay)
+                self._note_retry(what, attempt, error, delay, attempts)
                 time.sleep(delay)
                 attempt += 1
 
@@ -809,7 +813,11 @@ class OmniHumanClient(_Protocol):
                     raise transport_error(exc) from None
 
             try:
-                speech = self._retrying("Download of the speech", fetch, is_transient)
+                # The speech is paid for and its download is free: giving up means buying it
+                # again, so the download gets twice the usual tries.
+                speech = self._retrying(
+                    "Download of the speech", fetch, is_transient, 2 * self.retry.max_attempts
+                )
             except (ApiError, TransportError) as error:
                 raise SpeechDownloadError(str(error)) from None
         return _speech_logged(self, speech, model)
@@ -873,17 +881,22 @@ class AsyncOmniHumanClient(_Protocol):
         raise api_error(response)
 
     async def _retrying(
-        self, what: str, call: Callable[[], Awaitable[T]], safe: Callable[[Exception], bool]
+        self,
+        what: str,
+        call: Callable[[], Awaitable[T]],
+        safe: Callable[[Exception], bool],
+        attempts: int | None = None,
     ) -> T:
+        attempts = attempts or self.retry.max_attempts
         attempt = 1
         while True:
             try:
                 return await call()
             except Exception as error:
-                if attempt >= self.retry.max_attempts or not safe(error):
+                if attempt >= attempts or not safe(error):
                     raise
                 delay = self.retry.delay(attempt, error)
-                self._note_retry(what, attempt, error, delay)
+                self._note_retry(what, attempt, error, delay, attempts)
                 await asyncio.sleep(delay)
                 attempt += 1
 
@@ -1027,7 +1040,10 @@ class AsyncOmniHumanClient(_Protocol):
                     raise transport_error(exc) from None
 
             try:
-                speech = await self._retrying("Download of the speech", fetch, is_transient)
+                # Paid for, free to download: twice the usual tries (see the sync client).
+                speech = await self._retrying(
+                    "Download of the speech", fetch, is_transient, 2 * self.retry.max_attempts
+                )
             except (ApiError, TransportError) as error:
                 raise SpeechDownloadError(str(error)) from None
         return _speech_logged(self, speech, model)

@@ -286,7 +286,9 @@ def test_expired_video_url_is_a_named_error(
 
 
 def test_a_refused_first_contact_fails_at_once_naming_the_address_and_the_fix() -> None:
-    base_url = f"http://127.0.0.1:{free_port()}"
+    # 127.0.0.3: loopback, but no emulator of this process ever answered there (a reused
+    # 127.0.0.1 port could have, and then a refusal is rightly treated as transient).
+    base_url = f"http://127.0.0.3:{free_port()}"
     slow = RetryPolicy(max_attempts=5, base_delay=5.0)  # a retry would show in the time
     client = OmniHumanClient(TEST_KEY, base_url=base_url, retry=slow)
     started = time.monotonic()

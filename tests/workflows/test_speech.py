@@ -254,12 +254,13 @@ def test_speech_whose_download_keeps_failing_is_not_paid_for_twice(
     def speak() -> SynthesizedSpeech:
         return synthesize_speech("Paid, then unreachable.", credentials, staging)
 
-    emulator.inject("rate_limit", route="download", times=6)  # every attempt of the GET
+    # Every attempt of the GET: a paid speech's download gets twice the usual 6 tries.
+    emulator.inject("rate_limit", route="download", times=12)
     with pytest.raises(SpeechDownloadError, match="charged"):
         speak()
     stats = emulator.stats()
     assert stats.accepted_tts == 1  # the task did not retry the paid POST
-    assert stats.faults_injected == {"rate_limit/download": 6}
+    assert stats.faults_injected == {"rate_limit/download": 12}
 
 
 @pytest.mark.parametrize("tts_model", ["openai/gpt-4o-mini-tts", "deepgram/aura-2"])
