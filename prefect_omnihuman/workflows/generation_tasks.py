@@ -279,7 +279,7 @@ def _record_submission(
         claim=claim,
     )
     try:
-        _with_storage_retries(lambda: ledger.write(record), logger, "Recording")
+        _with_storage_retries(lambda: ledger.write(record), logger, "Recording in the ledger")
     except OmniHumanError as error:
         logger.error(
             "Generation %s was paid for but could not be recorded in the ledger; recover it "
@@ -342,9 +342,11 @@ def _recorded(record: LedgerRecord, logger: Any) -> SubmittedGeneration:
     )
 
 
-def _with_storage_retries(call: Callable[[], None], logger: Any, what: str) -> None:
-    """Run a ledger write, retrying storage hiccups with the client's default backoff."""
-    policy = RetryPolicy()
+def _with_storage_retries(
+    call: Callable[[], None], logger: Any, what: str, policy: RetryPolicy | None = None
+) -> None:
+    """Run a storage write, retrying storage hiccups (default: the client's backoff)."""
+    policy = policy or RetryPolicy()
     attempt = 1
     while True:
         try:
@@ -354,7 +356,7 @@ def _with_storage_retries(call: Callable[[], None], logger: Any, what: str) -> N
             if attempt >= policy.max_attempts:
                 raise
             delay = policy.delay(attempt, error)
-            logger.warning("%s in the ledger failed (%s); retrying in %.1f s", what, error, delay)
+            logger.warning("%s failed (%s); retrying in %.1f s", what, error, delay)
             time.sleep(delay)
             attempt += 1
 
@@ -434,7 +436,7 @@ async def poll_generation(
 def _update_ledger(ledger: GenerationLedger, record: LedgerRecord, logger: Any) -> None:
     """Record progress of an already recorded generation; a failure only costs a warning."""
     try:
-        _with_storage_retries(lambda: ledger.write(record), logger, "Updating")
+        _with_storage_retries(lambda: ledger.write(record), logger, "Updating the ledger")
     except OmniHumanError as error:
         logger.warning(
             "Could not record %s of %s in the ledger (%s)",
@@ -488,7 +490,12 @@ def download_video(
         with credentials.get_client(log=logger) as client:
             size = _fetch_video(client, generation, record, spool, storage, logger)
             info = _checked_video(spool, generation.id)
-            _deliver_with_retries(spool, destination, options, client.retry, logger)
+            _with_storage_retries(
+                lambda: deliver_file(spool, destination, options),
+                logger,
+                "Storing the video",
+                client.retry,
+            )
         stamp = stamp_of(destination, options)
     finally:
         spool.unlink(missing_ok=True)
@@ -514,7 +521,9 @@ def download_video(
         entry = LedgerDelivery(**delivered.model_dump(), delivered_at=time.time())
         try:
             _with_storage_retries(
-                lambda: ledger.add_delivery(completed.fingerprint, entry), logger, "Recording"
+                lambda: ledger.add_delivery(completed.fingerprint, entry),
+                logger,
+                "Recording the delivery in the ledger",
             )
         except OmniHumanError as error:
             logger.warning("Could not record the delivery in the ledger (%s)", error)
@@ -582,28 +591,6 @@ def _checked_video(path: Path, generation_id: str) -> VideoInfo:
             f"the video of generation {generation_id} has no audio track; it was not stored"
         )
     return info
-
-
-def _deliver_with_retries(
-    spool: Path,
-    destination: str,
-    options: dict[str, Any] | None,
-    policy: RetryPolicy,
-    logger: Any,
-) -> None:
-    """Publish the checked video, retrying storage hiccups without downloading again."""
-    attempt = 1
-    while True:
-        try:
-            deliver_file(spool, destination, options)
-            return
-        except StorageError as error:
-            if attempt >= policy.max_attempts:
-                raise
-            delay = policy.delay(attempt, error)
-            logger.warning("Storing the video failed (%s); retrying in %.1f s", error, delay)
-            time.sleep(delay)
-            attempt += 1
 
 
 # The tasks that make a video's inputs live beside these; importable from here too.
