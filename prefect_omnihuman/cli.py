@@ -141,8 +141,8 @@ def generate(
             omnihuman_video,
         )
 
-        polling = polling_capped(max_poll_interval)
         try:
+            polling = polling_capped(max_poll_interval)
             credentials = credentials_from(credentials_block, base_url=base_url)
             storage = storage_from(storage_block, url=stage, public_url=stage_public_url)
             check_reachable(credentials.base_url)  # a wrong address fails before Prefect is up

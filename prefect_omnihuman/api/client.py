@@ -365,6 +365,7 @@ class _Waiter:
         self.window = self._window()
         self.last_status = "unknown"
         self.warned_unknown = False
+        self.checks = 0
         # The submission's own answer says pending at elapsed 0: the first check can wait.
         fresh = not isinstance(generation, str) and generation.phase is Phase.PENDING
         self.pending_at: float | None = 0.0 if fresh else None
@@ -394,11 +395,17 @@ class _Waiter:
         """Teach the timing history how long this job took (between the last two checks)."""
         if self.audio_seconds is None or self.pending_at is None:
             return
+        seconds = (self.pending_at + seen_at) / 2
+        if self.checks == 1 and self.window is not None:
+            # Done at the first check (at the window's start), pending only at submission:
+            # it most likely ended just before the check, not halfway. Recording the check
+            # moves the next window earlier, until a check inside it sees a job pending.
+            seconds = seen_at
         sample = TimingSample(
             model=self.model,
             service=self.protocol.base_url,
             audio_seconds=self.audio_seconds,
-            seconds=(self.pending_at + seen_at) / 2,
+            seconds=seconds,
         )
         try:
             self.protocol.timing.record(sample)
@@ -411,6 +418,7 @@ class _Waiter:
     def observe(self, generation: Generation) -> Generation | None:
         """Record a poll's answer; the finished generation once it is done."""
         elapsed = self.offset + self.waited()
+        self.checks += 1
         if generation.status != self.last_status:
             self.protocol.log.info(
                 "Generation %s is %s (%.0f s)",
@@ -454,9 +462,11 @@ class _Waiter:
         waited = self.waited()
         if waited >= self.timeout:
             raise GenerationTimeoutError(self.generation_id, waited, self.last_status)
-        delay = self.protocol.poll.delay(self.offset + waited, self.window)
-        # Never later than planned, a little earlier at random: many rows' polls spread out.
-        delay *= random.uniform(0.9, 1.0)
+        schedule = self.protocol.poll
+        delay = schedule.delay(self.offset + waited, self.window)
+        # Never later than planned, a little earlier at random (by at most a tenth of the
+        # densest spacing, so a long wait still ends at the window): many rows' polls spread.
+        delay -= random.uniform(0.0, 0.1) * min(delay, 2 * schedule.min_interval)
         return min(delay, max(0.0, self.timeout - waited))
 
 

@@ -4,7 +4,8 @@ A fixed interval is either slow to notice completion or wasteful. The schedule t
 `CompletionWindow`, the span in which the job will most likely end (learned from earlier
 jobs, see `timing`, or the built-in guess), and polls:
 
-- not at all before the window opens (at most every `max_interval`, in case it is wrong);
+- not at all before a learned window opens: the first check is at its start (every
+  `max_wait_before_window` seconds instead, when set);
 - densely inside it, about `min_interval` apart where the window is narrow;
 - ever more sparsely once the job runs past it (a queue, a stuck job), in proportion to
   the time already spent, so a late job is still seen within a small fraction of its age.
@@ -50,13 +51,19 @@ class PollSchedule(BaseModel):
         seconds_per_audio_second: The built-in guess of processing time per audio second.
         guess_low: With no history, the window opens at this fraction of the guess.
         guess_high: With no history, a job is late after this multiple of the guess.
+        window_spacing: Inside a learned window the delay is `window_spacing` times
+            `min_interval` at its typical end (the densest), so a completion there is
+            noticed about half of that late, and at most all of it.
         edge_sparsity: At a learned window's edges the delay is `1 + edge_sparsity` times
-            `min_interval`; at its typical end, `min_interval`.
+            the delay at its typical end.
         wide: A window whose end is more than `wide` times its start is too vague to poll
             densely: inside it the delay grows with the time spent, as with no estimate.
         growth: Inside a wide window and once late, the delay is at most this fraction of
             the time already spent: a job is noticed within that fraction of its age.
         guess_growth: The same fraction inside a wide window (the built-in guess).
+        max_wait_before_window: Longest wait before a learned window opens; None waits
+            for the window (one check at its start). A service that got faster is then
+            noticed late once, and the next jobs' window moves earlier.
         approach: Kept for compatibility; no longer used.
         overrun_backoff: Kept for compatibility; no longer used.
         overrun_max_interval: Kept for compatibility; no longer used.
@@ -77,10 +84,12 @@ class PollSchedule(BaseModel):
     seconds_per_audio_second: float = 6.0
     guess_low: float = 0.2
     guess_high: float = 10.0
-    edge_sparsity: float = 1.0
+    window_spacing: float = 1.6
+    edge_sparsity: float = 0.25
     wide: float = 3.0
     growth: float = 0.1
     guess_growth: float = 0.05
+    max_wait_before_window: float | None = None
     approach: float = 0.5
     overrun_backoff: float = 0.05
     overrun_max_interval: float = 2.0
@@ -105,7 +114,10 @@ class PollSchedule(BaseModel):
     def scaled(self, factor: float) -> PollSchedule:
         """This schedule for a service `factor` times as fast or slow (an emulator's time_scale)."""
         times = ("min_interval", "max_interval", "base_seconds", "seconds_per_audio_second")
-        return self.model_copy(update={name: getattr(self, name) * factor for name in times})
+        update: dict[str, float | None] = {name: getattr(self, name) * factor for name in times}
+        if self.max_wait_before_window is not None:
+            update["max_wait_before_window"] = self.max_wait_before_window * factor
+        return self.model_copy(update=update)
 
     def delay(self, elapsed: float, window: CompletionWindow | None) -> float:
         """Seconds to wait before the next check, `elapsed` seconds after submission."""
@@ -115,8 +127,9 @@ class PollSchedule(BaseModel):
         elif elapsed < window.low:
             delay = window.low - elapsed
             if window.high <= self.wide * window.low:
-                # A learned window is trusted: approach it in halves, not max_interval steps.
-                return max(self.min_interval, min(delay, max(self.max_interval, delay / 2)))
+                # A learned window is trusted: every check before it would be wasted.
+                cap = self.max_wait_before_window
+                return max(self.min_interval, delay if cap is None else min(delay, cap))
         elif elapsed <= window.high:
             if window.high > self.wide * max(window.low, 1e-9):
                 # A wide window (the guess): the end may be anywhere, so grow with age,
@@ -126,16 +139,19 @@ class PollSchedule(BaseModel):
                 # Densest at the typical end, sparser towards the window's edges.
                 half = max(window.high - window.typical, window.typical - window.low, 1e-9)
                 offset = (elapsed - window.typical) / half
-                delay = self.min_interval * (1.0 + self.edge_sparsity * offset * offset)
+                spacing = self.min_interval * self.window_spacing
+                delay = spacing * (1.0 + self.edge_sparsity * offset * offset)
             # Never step over the end of the window by much: beyond it the job is late.
-            delay = min(delay, max(self.min_interval, window.high - elapsed))
+            densest = self.min_interval * self.window_spacing
+            delay = min(delay, max(densest, window.high - elapsed))
         elif window.high > self.wide * max(window.low, 1e-9):
             delay = elapsed * self.growth
         else:
             # Late for a learned window: most late jobs are only a little late, so back off
-            # from `min_interval` in proportion to the overrun, up to a fraction of the age.
+            # from the window's spacing in proportion to the overrun, up to a fraction of the age.
             overrun = elapsed - window.high
-            delay = min(self.min_interval + overrun * self.growth, elapsed * self.growth)
+            edge = self.min_interval * self.window_spacing * (1.0 + self.edge_sparsity)
+            delay = min(edge + overrun * self.growth, max(edge, elapsed * self.growth))
         return max(self.min_interval, min(self.max_interval, delay))
 
     def next_delay(self, elapsed: float, expected: float | CompletionWindow | None) -> float:

@@ -127,8 +127,10 @@ def learned_window(
     count = len(factors)
     typical = statistics.median(factors)
     low, high = _quantile(factors, 0.1), _quantile(factors, 0.9)
-    # Few samples see only part of the spread: widen by what they may have missed.
-    margin = (high - low) / count + typical * (0.1 / count + 0.02)
+    # n samples see about (n - 1) / (n + 1) of the true spread: widen by what they may have
+    # missed, at least 1.5 % of the typical time (samples that agree by chance), and by a
+    # tenth of it while there is a single sample.
+    margin = (high - low) / max(1, count - 1) + typical * (0.015 + (0.1 if count == 1 else 0.0))
     expected = schedule.expected_seconds(audio_seconds)
     assert expected is not None
     return CompletionWindow(

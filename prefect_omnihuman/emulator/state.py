@@ -127,6 +127,11 @@ class EmulatorStats(BaseModel):
     completed_at: dict[str, float] = Field(
         default_factory=dict, description="Generation id -> wall-clock time it completed."
     )
+    noticed_at: dict[str, float] = Field(
+        default_factory=dict,
+        description="Generation id -> wall-clock time of the first status answer that said "
+        "completed (minus `completed_at`: how late the client noticed).",
+    )
     generations: dict[str, str] = Field(
         default_factory=dict, description="Generation id -> current status."
     )
@@ -281,8 +286,12 @@ class EmulatorState:
                 return None
             polls = self._stats.polls_by_generation
             polls[job.id] = polls.get(job.id, 0) + 1
-            self._stats.poll_times.append(time.time())
-            return self._view(job, time.time(), files_url)
+            now = time.time()
+            self._stats.poll_times.append(now)
+            answer = self._view(job, now, files_url)
+            if answer["video"] is not None:
+                self._stats.noticed_at.setdefault(job.id, now)
+            return answer
 
     def _view(self, job: Job, now: float, files_url: str) -> dict[str, Any]:
         status = job.status(now)

@@ -6,6 +6,9 @@ that every entry point finds credentials and storage the same way.
 
 from __future__ import annotations
 
+import math
+import os
+
 from prefect.blocks.core import Block
 
 from prefect_omnihuman.api.polling import PollSchedule
@@ -66,9 +69,38 @@ def storage_from(
     return resolve_storage(block)
 
 
+#: Multiplies the command line's polling schedule: an emulator's `--time-scale`.
+POLL_TIME_SCALE_ENV = "OMNIHUMAN_POLL_TIME_SCALE"
+
+
 def polling_capped(max_interval: float | None) -> PollSchedule | None:
-    """An adaptive schedule that never waits more than `max_interval` s (None: the default)."""
-    if max_interval is None:
+    """An adaptive schedule that never waits more than `max_interval` s (None: the default).
+
+    With `OMNIHUMAN_POLL_TIME_SCALE` set (to an emulator's `--time-scale`), the schedule's
+    built-in guess and intervals are scaled by it, as `PollSchedule.scaled` does.
+    """
+    schedule = None
+    if max_interval is not None:
+        interval = max(0.05, max_interval)
+        schedule = PollSchedule(
+            min_interval=min(1.0, interval), max_interval=interval, max_wait_before_window=interval
+        )
+    scale = poll_time_scale()
+    return schedule if scale is None else (schedule or PollSchedule()).scaled(scale)
+
+
+def poll_time_scale() -> float | None:
+    """`OMNIHUMAN_POLL_TIME_SCALE` as a number, None when unset."""
+    raw = os.environ.get(POLL_TIME_SCALE_ENV, "").strip()
+    if not raw:
         return None
-    interval = max(0.05, max_interval)
-    return PollSchedule(min_interval=min(1.0, interval), max_interval=interval)
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = math.nan
+    if not (math.isfinite(scale) and scale > 0):
+        raise InputError(
+            f"{POLL_TIME_SCALE_ENV}={raw!r} is not a positive number",
+            fix=f"set it to the emulator's --time-scale (e.g. 0.1), or unset {POLL_TIME_SCALE_ENV}",
+        )
+    return scale

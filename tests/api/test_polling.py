@@ -36,13 +36,22 @@ def test_the_built_in_guess_is_the_real_services_minutes() -> None:
     assert 90 <= (SCHEDULE.expected_seconds(30.0) or 0) <= 300
 
 
-def test_before_the_window_it_waits_and_inside_it_polls_about_every_second() -> None:
+def test_before_a_learned_window_it_waits_and_inside_it_polls_about_every_1_6_s() -> None:
     window = CompletionWindow(low=100.0, typical=110.0, high=120.0)
-    assert SCHEDULE.delay(0.0, window) == 50.0  # a learned window is approached in halves
+    assert SCHEDULE.delay(0.0, window) == 100.0  # one check, at the window's start
     assert SCHEDULE.delay(90.0, window) == 10.0
     assert SCHEDULE.delay(0.0, SCHEDULE.around(110.0)) == 22.0  # the guess in small steps
-    assert SCHEDULE.delay(110.0, window) == 1.0
-    assert 1.0 < SCHEDULE.delay(116.0, window) <= 4.0
+    assert SCHEDULE.delay(110.0, window) == 1.6  # densest at the typical end
+    assert 1.6 < SCHEDULE.delay(118.0, window) <= 2.0  # never noticed more than 2 s late
+    assert 2.0 < SCHEDULE.delay(130.0, window) <= 4.0  # late: backing off
+
+
+def test_a_cap_before_the_window_checks_that_often_while_waiting_for_it() -> None:
+    capped = SCHEDULE.model_copy(update={"max_wait_before_window": 30.0})
+    window = CompletionWindow(low=100.0, typical=110.0, high=120.0)
+    assert capped.delay(0.0, window) == 30.0
+    assert capped.delay(80.0, window) == 20.0
+    assert capped.scaled(0.1).max_wait_before_window == 3.0
 
 
 def test_a_learned_job_is_seen_within_a_second_with_a_fifth_of_a_1_s_pollers_checks() -> None:

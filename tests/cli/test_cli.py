@@ -164,3 +164,22 @@ def test_a_wrong_address_fails_within_30_s_naming_it_and_the_fix(
     assert "--base-url" in last and "AIMLAPI_BASE_URL" in last
     assert elapsed < 30, f"took {elapsed:.1f} s"
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_bad_poll_time_scale_fails_with_one_line_naming_the_variable(
+    prefect_api: str, emulator: Emulator, samples: Path, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "AIMLAPI_API_KEY": TEST_KEY,
+        "PREFECT_API_URL": prefect_api,
+        "OMNIHUMAN_POLL_TIME_SCALE": "fast",
+    }
+    result = run_generate(
+        "--image", str(samples / "portrait.png"), "--audio", str(samples / "voice.wav"),
+        "--out", str(tmp_path / "x.mp4"), "--base-url", emulator.url, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "OMNIHUMAN_POLL_TIME_SCALE='fast' is not a positive number" in line
+    assert emulator.stats().accepted_posts + emulator.stats().rejected_posts == 0

@@ -1,0 +1,86 @@
+"""`omnihuman generate`, run again and again with one PREFECT_HOME, learns the service's pace.
+
+Two services, one 2x slower and one 3x faster than the built-in guess (60 s + 6 s per audio
+second), are emulated with time scaled by `SCALE`; the command is told the same scale with
+`OMNIHUMAN_POLL_TIME_SCALE`, so lags below are in service seconds. Each job is a new
+process: what it learned lives in `PREFECT_HOME/omnihuman/timing.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig
+
+from ..conftest import TEST_KEY
+
+OMNIHUMAN = str(Path(sys.executable).with_name("omnihuman"))
+SCALE = 0.1
+JOBS = 4
+
+
+def run_jobs(
+    pace: float, prefect_api: str, asset_host: AssetHost, home: Path
+) -> list[tuple[float, int]]:
+    """(lag in service seconds, status requests) of `JOBS` CLI runs on a service at `pace`."""
+    config = EmulatorConfig(
+        api_keys=[TEST_KEY],
+        time_scale=SCALE,
+        base_seconds=60.0 * pace,
+        seconds_per_audio_second=6.0 * pace,
+        seed=round(pace * 10),
+    )
+    env = {
+        **os.environ,
+        "AIMLAPI_API_KEY": TEST_KEY,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_HOME": str(home),
+        "OMNIHUMAN_POLL_TIME_SCALE": str(SCALE),
+    }
+    measured: list[tuple[float, int]] = []
+    known: set[str] = set()
+    with Emulator(config) as emulator:
+        for n in range(JOBS):
+            done = subprocess.run(
+                [
+                    OMNIHUMAN, "generate", "--base-url", emulator.url, "--force-new",
+                    "--image", asset_host.url_for("portrait.png"),
+                    "--audio", asset_host.url_for("voice.mp3"),
+                    "--out", str(home / f"video-{n}.mp4"),
+                ],
+                env=env, capture_output=True, text=True, timeout=180,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr[-2000:]
+            stats = emulator.stats()
+            (generation,) = set(stats.accepted_at) - known
+            known.add(generation)
+            lag = (stats.noticed_at[generation] - stats.completed_at[generation]) / SCALE
+            measured.append((round(lag, 2), stats.polls_by_generation[generation]))
+    return measured
+
+
+def test_from_the_third_run_on_each_job_is_noticed_within_2_s_with_few_requests(
+    prefect_api: str, asset_host: AssetHost, tmp_path: Path
+) -> None:
+    paces = {"2x slower": 2.0, "3x faster": 1 / 3}
+    with ThreadPoolExecutor(len(paces)) as pool:
+        runs = {
+            name: pool.submit(run_jobs, pace, prefect_api, asset_host, tmp_path / name)
+            for name, pace in paces.items()
+        }
+        measured = {name: run.result() for name, run in runs.items()}
+    print(json.dumps(measured))
+    for name, jobs in measured.items():
+        learned = jobs[2:]
+        assert all(lag <= 2.0 for lag, _ in learned), (name, jobs)
+        assert statistics.median(polls for _, polls in learned) <= 8, (name, jobs)
+        # Every run (a new process) added its job to the history the next one learned from.
+        history = tmp_path / name / "omnihuman" / "timing.json"
+        (service,) = json.loads(history.read_text())["services"].values()
+        assert len(service["samples"]) == JOBS, name
