@@ -58,9 +58,11 @@ test: lint typecheck browser $(COMPAT_VENV)/.installed
 	$(BIN)/pytest -q -n 2
 	$(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider -n 2 $(COMPAT_SMOKE)
 
-# The reliability suite at full size (100-row soak, 16 kills): about 5 minutes on 2 cores.
+# The reliability suite at full size (100-row soak, 16 kills): about 5 minutes on 2 cores;
+# then the tests marked `long` elsewhere.
 test-long: $(INSTALLED)
 	$(BIN)/pytest -q tests/reliability --long
+	$(BIN)/pytest -q -n 2 --long -m long tests --ignore=tests/reliability
 
 $(COMPAT_VENV)/.installed: pyproject.toml constraints-compat.txt
 	$(PYTHON) -m venv $(COMPAT_VENV)

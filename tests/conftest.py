@@ -44,6 +44,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the `heavy` tests first, so the two workers finish together (longest first);
+    skip the `long` ones unless `--long`."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)  # stable
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="runs with --long (make test-long)")
+    for item in items:
+        if item.get_closest_marker("long"):
+            item.add_marker(skip)
+
+
 TEST_KEY = "sk-test-7f3a9c0e51d24b8e"
 
 #: Retries and polls fast enough for tests; the behaviour is the same as the defaults.

@@ -139,6 +139,7 @@ def test_two_bad_rows_are_reported_and_the_others_run_concurrently_within_the_li
     assert len(gallery) < 6 * 8_000
 
 
+@pytest.mark.heavy
 def test_rerunning_resumes_in_flight_rows_and_skips_delivered_ones_without_a_new_post(
     slow_emulator: Emulator, samples: Path, tmp_path: Path, staging: MediaStorage
 ) -> None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from prefect_omnihuman import OmniHumanClient
 from prefect_omnihuman.emulator import AssetHost, Emulator
 from prefect_omnihuman.media.probe import probe_video
@@ -31,6 +33,7 @@ def environment(emulator: Emulator, prefect_api: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.heavy
 def test_batch_finishes_the_good_rows_and_exits_1_with_the_bad_rows_reason(
     emulator: Emulator, prefect_api: str, samples: Path, tmp_path: Path
 ) -> None:

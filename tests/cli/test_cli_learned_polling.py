@@ -16,6 +16,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig
 
 from ..conftest import TEST_KEY
@@ -65,6 +67,7 @@ def run_jobs(
     return measured
 
 
+@pytest.mark.heavy
 def test_from_the_third_run_on_each_job_is_noticed_within_2_s_with_few_requests(
     prefect_api: str, asset_host: AssetHost, tmp_path: Path
 ) -> None:

@@ -126,6 +126,7 @@ def rerun_delivers_without_a_new_post(
     assert "no new charge" in log.read_text()
 
 
+@pytest.mark.long
 def test_sigterm_to_the_group_stops_generate_with_its_temporary_server_and_rerun_resumes(
     slow_emulator: Emulator, asset_host: AssetHost, tmp_path: Path
 ) -> None:
@@ -175,6 +176,7 @@ def test_sigterm_stops_generate_on_a_prefect_server_recorded_as_crashed(
     rerun_delivers_without_a_new_post(asset_host, slow_emulator, out, env, tmp_path / "second.log")
 
 
+@pytest.mark.heavy
 def test_cancelling_a_deployment_run_on_a_process_worker_ends_it_cancelled(
     cluster: Cluster,  # noqa: F811
     slow_emulator: Emulator,

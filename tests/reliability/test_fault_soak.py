@@ -54,7 +54,7 @@ from prefect_omnihuman.storage.ledger import GenerationLedger
 
 from ..conftest import FAST_POLL, FAST_RETRY, TEST_KEY
 
-CI_ROWS, LONG_ROWS = 30, 100
+CI_ROWS, LONG_ROWS = 16, 100
 CONCURRENCY = 8
 TEXT_EVERY = 5
 FRAME = 1 / 25
@@ -208,6 +208,7 @@ def another_client_fills_the_cap(emulator: Emulator, assets: AssetHost) -> Itera
         releaser.join()
 
 
+@pytest.mark.heavy
 @pytest.mark.usefixtures("prefect_api")
 def test_a_batch_delivers_every_row_through_thirty_percent_faults_and_pays_once(
     soak_emulator: Emulator, samples: Path, asset_host: AssetHost, tmp_path: Path, long_run: bool

@@ -116,6 +116,7 @@ def playable(s3: S3, url: str, folder: Path, seconds: float) -> None:
     assert video.audio_codec == "aac" and abs(video.duration - seconds) <= 0.1
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(600)
 def test_pods_together_pay_once_and_later_pods_reuse_without_paying(
     tmp_path: Path, s3: S3, slow_emulator: Emulator, prefect_api: str, samples: Path

@@ -46,6 +46,7 @@ def busiest_10_s(times: list[float]) -> float:
     return worst / 10.0
 
 
+@pytest.mark.heavy
 def test_many_rows_in_flight_stay_under_the_fleet_budget(
     status_limit: str, asset_host: AssetHost
 ) -> None:
