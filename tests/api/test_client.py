@@ -84,9 +84,8 @@ def test_unknown_words_without_a_video_stay_pending_with_one_warning(
     emulator: Emulator, asset_host: AssetHost, caplog: pytest.LogCaptureFixture
 ) -> None:
     emulator.config.status_words = {"waiting": "rendering", "active": "upscaling"}
-    emulator.config.time_scale = (
-        0.2  # each status lasts long enough to be seen, even on a busy machine
-    )
+    # Each status lasts 15 % of a 2.5 s job, long enough to be seen even on a busy machine.
+    emulator.config.time_scale = 0.03
     seen: list[str] = []
     every_10ms = PollSchedule(min_interval=0.01, max_interval=0.01)
     with make_client(emulator, poll=every_10ms) as client:

@@ -127,6 +127,10 @@ class Cluster:
             "DO_NOT_TRACK": "1",
             "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
             "PREFECT_LOCAL_STORAGE_PATH": str(self.shared_storage),
+            # The server is SQLite on a loaded 2-core machine: it may answer 503 (busy) or
+            # 500 (locked) for a while; the flow runs' Prefect clients ride it out.
+            "PREFECT_CLIENT_MAX_RETRIES": "10",
+            "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
         }
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Path:
