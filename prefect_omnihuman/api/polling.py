@@ -84,7 +84,7 @@ class PollSchedule(BaseModel):
     seconds_per_audio_second: float = 6.0
     guess_low: float = 0.2
     guess_high: float = 10.0
-    window_spacing: float = 1.6
+    window_spacing: float = 1.3
     edge_sparsity: float = 0.25
     wide: float = 3.0
     growth: float = 0.1

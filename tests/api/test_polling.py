@@ -36,13 +36,13 @@ def test_the_built_in_guess_is_the_real_services_minutes() -> None:
     assert 90 <= (SCHEDULE.expected_seconds(30.0) or 0) <= 300
 
 
-def test_before_a_learned_window_it_waits_and_inside_it_polls_about_every_1_6_s() -> None:
+def test_before_a_learned_window_it_waits_and_inside_it_polls_about_every_1_3_s() -> None:
     window = CompletionWindow(low=100.0, typical=110.0, high=120.0)
     assert SCHEDULE.delay(0.0, window) == 100.0  # one check, at the window's start
     assert SCHEDULE.delay(90.0, window) == 10.0
     assert SCHEDULE.delay(0.0, SCHEDULE.around(110.0)) == 22.0  # the guess in small steps
-    assert SCHEDULE.delay(110.0, window) == 1.6  # densest at the typical end
-    assert 1.6 < SCHEDULE.delay(118.0, window) <= 2.0  # never noticed more than 2 s late
+    assert SCHEDULE.delay(110.0, window) == 1.3  # densest at the typical end
+    assert 1.3 < SCHEDULE.delay(118.0, window) <= 1.7  # never noticed 2 s late
     assert 2.0 < SCHEDULE.delay(130.0, window) <= 4.0  # late: backing off
 
 
