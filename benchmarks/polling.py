@@ -18,10 +18,12 @@ waits the way the `poll_generation` task does (the submission's answer, the audi
 - jobs 4 and later all at once: learned (from the first three).
 
 Lag is the time from the moment the emulator marks the job completed (`completed_at`) to
-the moment the poller has the `completed` answer in hand; polls are the GETs the emulator
-counted for the job. A fixed 1 s poller's requests are computed, not run (at the 10x
-service's scale it would send 50 requests a wall second per job): one at submission and one
-a second until completion, `ceil(duration) + 1`.
+the moment it answers a status request with `completed` (`noticed_at`). The time that answer
+then takes to reach the poller is a loopback round trip (milliseconds), which time scaling
+would inflate 5-50 times, so it is printed apart ("+ wire") and not counted. Polls are the
+GETs the emulator counted for the job. A fixed 1 s poller's requests are computed, not run
+(at the 10x service's scale it would send 50 requests a wall second per job): one at
+submission and one a second until completion, `ceil(duration) + 1`.
 
 Targets: learned, median lag <= 1 s with <= 1/5 of the 1 s poller's requests; learning,
 median lag <= 3 s with <= 1/3 of them.
@@ -74,6 +76,7 @@ class Job:
 
     seen: Seen
     lag: float
+    wire: float
     polls: int
     duration: float
 
@@ -119,7 +122,9 @@ def joined(seen: list[Seen], stats: EmulatorStats, scale: float) -> list[Job]:
     return [
         Job(
             seen=one,
-            lag=(one.seen_at - stats.completed_at[one.generation_id]) / scale,
+            lag=(stats.noticed_at[one.generation_id] - stats.completed_at[one.generation_id])
+            / scale,
+            wire=(one.seen_at - stats.noticed_at[one.generation_id]) / scale,
             polls=stats.polls_by_generation.get(one.generation_id, 0),
             duration=(stats.completed_at[one.generation_id] - stats.accepted_at[one.generation_id])
             / scale,
@@ -147,7 +152,8 @@ def report(factor: float, jobs: list[Job], verbose: bool) -> list[str]:
         print(
             f"  {phase:<8} {len(mine):>2} jobs  median lag {median:5.2f} s (p90 "
             f"{quantile(lags, 0.9):5.2f} s)  {polls / len(mine):6.1f} polls/job  "
-            f"{ratio:5.3f} of 1 s   lag <= {lag_target:g} s {verdict(median <= lag_target):<4}  "
+            f"{ratio:5.3f} of 1 s  (+ wire {statistics.median(job.wire for job in mine):4.2f} s)  "
+            f"lag <= {lag_target:g} s {verdict(median <= lag_target):<4}  "
             f"polls <= 1/{round(1 / polls_target)} {verdict(ratio <= polls_target)}"
         )
         if median > lag_target:
@@ -232,7 +238,8 @@ def main() -> None:
         f"side by side in one run ({elapsed:.0f} s wall)."
     )
     print(
-        "Lag: from the emulator's completed_at to the poller holding the answer. "
+        "Lag: from the emulator's completed_at to its first `completed` answer (+ wire: that "
+        "answer's way to the poller, scaled like everything else). "
         "of 1 s: polls over a fixed 1 s poller's (computed: ceil(duration) + 1)."
     )
     missed = []
