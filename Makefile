@@ -17,7 +17,7 @@ COMPAT_VENV := .venv-compat
 COMPAT_WORKERS ?= 2
 CORE_SUITE := tests --ignore=tests/reliability --ignore=tests/batch/test_deployment_e2e.py \
 	--ignore=tests/workflows/test_ui_in_browser.py
-COMPAT_SMOKE := tests/storage/test_ledger.py tests/api/test_models.py tests/test_readme.py \
+COMPAT_SMOKE := tests/storage/test_ledger.py tests/api/test_models.py \
 	tests/workflows/test_flow.py::test_local_files_in_mp4_out_with_local_staging \
 	tests/workflows/test_flow.py::test_s3_staging_and_delivery_on_moto \
 	tests/workflows/test_flow.py::test_the_summary_and_the_result_show_the_cost_in_dollars_and_a_reuse_costs_nothing

@@ -67,7 +67,7 @@ def run_jobs(
     return measured
 
 
-@pytest.mark.heavy
+@pytest.mark.long  # about 2 minutes: make test-long
 def test_from_the_third_run_on_each_job_is_noticed_within_2_s_with_few_requests(
     prefect_api: str, asset_host: AssetHost, tmp_path: Path
 ) -> None:

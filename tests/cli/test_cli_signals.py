@@ -176,7 +176,7 @@ def test_sigterm_stops_generate_on_a_prefect_server_recorded_as_crashed(
     rerun_delivers_without_a_new_post(asset_host, slow_emulator, out, env, tmp_path / "second.log")
 
 
-@pytest.mark.heavy
+@pytest.mark.long  # its own server and worker: make test-long
 def test_cancelling_a_deployment_run_on_a_process_worker_ends_it_cancelled(
     cluster: Cluster,  # noqa: F811
     slow_emulator: Emulator,

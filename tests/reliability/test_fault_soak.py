@@ -54,7 +54,7 @@ from prefect_omnihuman.storage.ledger import GenerationLedger
 
 from ..conftest import FAST_POLL, FAST_RETRY, TEST_KEY
 
-CI_ROWS, LONG_ROWS = 16, 100
+CI_ROWS, LONG_ROWS = 8, 100
 CONCURRENCY = 8
 TEXT_EVERY = 5
 FRAME = 1 / 25
