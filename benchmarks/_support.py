@@ -56,6 +56,11 @@ class EmulatorProcess:
     def api_key(self) -> str:
         return self.config.api_keys[0]
 
+    @property
+    def pid(self) -> int | None:
+        """The child process's id, once started."""
+        return self._process.pid
+
     def asset(self, name: str) -> str:
         """The URL of a file of `files`, as the emulator fetches it."""
         return f"{self.assets_url}/{name}"

@@ -150,8 +150,12 @@ def sqlite_prefect_api() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def postgres_prefect_api() -> Iterator[str]:
-    """`prefect server start` on a throwaway PostgreSQL cluster, both on loopback."""
+def postgres_prefect_api(pids: dict[str, int] | None = None) -> Iterator[str]:
+    """`prefect server start` on a throwaway PostgreSQL cluster, both on loopback.
+
+    `pids`, if given, receives the process ids of the server ("prefect") and of
+    PostgreSQL's postmaster ("postgres"), for measuring their CPU.
+    """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     folder = Path(tempfile.mkdtemp(prefix="omnihuman-makespan-pg-"))
@@ -165,6 +169,8 @@ def postgres_prefect_api() -> Iterator[str]:
     subprocess.run([*initdb, "-U", "postgres"], check=True, capture_output=True)
     start = [*pg_ctl, "-o", options, "-l", str(folder / "log"), "start"]
     subprocess.run(start, check=True, capture_output=True)
+    if pids is not None:
+        pids["postgres"] = int((data / "postmaster.pid").read_text().split()[0])
     server = None
     try:
         database = f"postgresql+asyncpg://postgres@127.0.0.1:{pg_port}/postgres"
@@ -175,6 +181,8 @@ def postgres_prefect_api() -> Iterator[str]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        if pids is not None:
+            pids["prefect"] = server.pid
         url = f"http://127.0.0.1:{api_port}/api"
         deadline = time.monotonic() + 120
         while True:
