@@ -134,7 +134,7 @@ def write_manifest(folder: Path, portrait: Path, rows: int) -> tuple[Path, dict[
 
 
 @contextmanager
-def one_of_each_fault_over_time(emulator: Emulator, every: float = 3.0) -> Iterator[None]:
+def one_of_each_fault_over_time(emulator: Emulator, every: float = 1.0) -> Iterator[None]:
     """Inject each (kind, status) of every route once, on free routes the next only after
     one was applied.
 

@@ -325,6 +325,7 @@ def summary(rounds: list[Round], seed: int) -> str:
     )
 
 
+@pytest.mark.long  # one machine; make test runs the pods' kill test (test_pods.py)
 @pytest.mark.timeout(900)  # the --long size on a busy machine; each round has its own deadlines
 def test_sigkill_at_random_points_of_each_phase_then_rerun_delivers_without_paying_twice(
     request: pytest.FixtureRequest,
