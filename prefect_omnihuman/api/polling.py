@@ -6,7 +6,8 @@ jobs, see `timing`, or the built-in guess), and polls:
 
 - not at all before a learned window opens: the first check is at its start (every
   `max_wait_before_window` seconds instead, when set);
-- densely inside it, about `min_interval` apart where the window is narrow;
+- densely inside it, `window_spacing` x `min_interval` apart where the window is narrow
+  (1.3-1.6 s by default, so a completion there is noticed well within 2 s);
 - ever more sparsely once the job runs past it (a queue, a stuck job), in proportion to
   the time already spent, so a late job is still seen within a small fraction of its age.
 
