@@ -208,7 +208,7 @@ def another_client_fills_the_cap(emulator: Emulator, assets: AssetHost) -> Itera
         releaser.join()
 
 
-@pytest.mark.heavy
+@pytest.mark.long  # a minute or two even at 8 rows: make test-long runs it at 100
 @pytest.mark.usefixtures("prefect_api")
 def test_a_batch_delivers_every_row_through_thirty_percent_faults_and_pays_once(
     soak_emulator: Emulator, samples: Path, asset_host: AssetHost, tmp_path: Path, long_run: bool
