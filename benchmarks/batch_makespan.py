@@ -86,10 +86,7 @@ def lpt_makespan(durations: Sequence[float], slots: int) -> float:
 
 def scaled_polling(scale: float) -> PollSchedule:
     """The default polling schedule with every time in it multiplied by `scale`."""
-    default = PollSchedule()
-    times = ("min_interval", "max_interval", "base_seconds", "seconds_per_audio_second")
-    updates = {name: getattr(default, name) * scale for name in (*times, "overrun_max_interval")}
-    return default.model_copy(update=updates)
+    return PollSchedule().scaled(scale)
 
 
 def write_inputs(folder: Path, jobs: int, rng: random.Random) -> list[str]:
