@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY := false
 
-.PHONY: install demo test test-long test-compat lint typecheck browser clean
+.PHONY: install demo test test-long test-compat lint typecheck browser postgres clean
 
 # The core suite against the oldest supported Prefect (constraints-compat.txt), in its own venv:
 # everything but the reliability suite, the deployment end-to-end test and the browser check.
@@ -51,10 +51,18 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "chromium is not installed: the browser test will skip (apt-get install -y chromium)"
 
+# The deployment end-to-end test runs its Prefect server on a throwaway PostgreSQL cluster
+# (tests/postgres.py): Debian's package, installed here when missing, as for chromium.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } || \
+	  echo "PostgreSQL is not installed: the deployment test will skip (apt-get install -y postgresql)"
+
 # Two pytest workers: most tests wait on servers, so this halves the run on 2 cores.
 # Then the oldest supported Prefect (constraints-compat.txt) runs the core paths: a video end to
 # end (local and S3), the ledger, the client. `make test-compat` runs the whole core suite there.
-test: lint typecheck browser $(COMPAT_VENV)/.installed
+test: lint typecheck browser postgres $(COMPAT_VENV)/.installed
 	$(BIN)/pytest -q -n 2
 	$(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider -n 2 $(COMPAT_SMOKE)
 
