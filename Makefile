@@ -52,17 +52,21 @@ browser:
 	  echo "chromium is not installed: the browser test will skip (apt-get install -y chromium)"
 
 # The deployment end-to-end test runs its Prefect server on a throwaway PostgreSQL cluster
-# (tests/postgres.py): Debian's package, installed here when missing, as for chromium.
-postgres:
+# (tests/postgres.py): Debian's package, installed here when missing, as for chromium (after
+# it: two apt-get cannot run at once).
+postgres: browser
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } || \
 	  echo "PostgreSQL is not installed: the deployment test will skip (apt-get install -y postgresql)"
 
-# Two pytest workers: most tests wait on servers, so this halves the run on 2 cores.
-# Then the oldest supported Prefect (constraints-compat.txt) runs the core paths: a video end to
-# end (local and S3), the ledger, the client. `make test-compat` runs the whole core suite there.
-test: lint typecheck browser postgres $(COMPAT_VENV)/.installed
+# First the installs, checks and system packages, two at a time (pip uses one core). Then two
+# pytest workers: most tests wait on servers, so this halves the run on 2 cores. Then the oldest
+# supported Prefect (constraints-compat.txt) runs the core paths: a video end to end (local and
+# S3), the ledger, the client. `make test-compat` runs the whole core suite there.
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck postgres \
+		$(COMPAT_VENV)/.installed
 	$(BIN)/pytest -q -n 2
 	$(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider -n 2 $(COMPAT_SMOKE)
 
