@@ -224,7 +224,27 @@ class BatchRun:
     finished_at: dict[str, float] = field(default_factory=dict)  # generation id -> row done
 
 
-def run_batch(inputs: Path, work: Path, scale: float, concurrency: int) -> BatchRun:
+def set_status_poll_budget(per_second: float) -> None:
+    """The fleet's status-poll budget as a user would set it (0: the limit exists, inactive)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from prefect_omnihuman.workflows.poll_pacing import STATUS_POLLS_LIMIT
+
+    rate = max(per_second, 1.0)
+    limit = GlobalConcurrencyLimitCreate(
+        name=STATUS_POLLS_LIMIT,
+        limit=max(1, round(rate)),
+        slot_decay_per_second=rate,
+        active=per_second > 0,
+    )
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(limit)
+
+
+def run_batch(
+    inputs: Path, work: Path, scale: float, concurrency: int, polls_per_second: float | None
+) -> BatchRun:
     staging = work / "staging"
     staging.mkdir()
     finished_at: dict[str, float] = {}
@@ -240,6 +260,8 @@ def run_batch(inputs: Path, work: Path, scale: float, concurrency: int) -> Batch
     with EmulatorProcess(emulator_config(scale, concurrency), staging) as api, watch_batch(note):
         credentials = AimlApiCredentials(api_key=SecretStr(KEY), base_url=api.url)
         storage = MediaStorage(base_url=str(staging), public_base_url=api.assets_url)
+        if polls_per_second is not None:
+            set_status_poll_budget(polls_per_second)
         started = time.time()
         clock = time.perf_counter()
         state = omnihuman_batch(
@@ -359,6 +381,12 @@ def report(
         for g, done in stats.completed_at.items()
         if g in batch.finished_at
     ]
+    lags = [
+        stats.noticed_at[g] - done
+        for g, done in stats.completed_at.items()
+        if g in stats.noticed_at
+    ]
+    polls = list(stats.polls_by_generation.values())
     held = slots * batch.seconds / jobs
     api_mean, after_mean = statistics.fmean(durations), statistics.fmean(after)
     lines += [
@@ -371,6 +399,9 @@ def report(
         f"{after_mean:.1f} s (max {max(after):.1f}: poll lag, download, probe, "
         f"deliver, subflow end), the rest {held - api_mean - after_mean:.1f} s "
         "(slot, subflow start, validate, stage, submit; idle slots at the tail)",
+        f"  poll lag             median {statistics.median(lags):.1f} s, max {max(lags):.1f} s "
+        "(completion to the first status answer that said so)"
+        + f"; status polls per job: median {statistics.median(polls):.0f}",
         f"  prefect API retries  {batch.prefect_retries} (answers such as 503 'database busy' "
         "retried by the Prefect client after 2-30 s)",
     ]
@@ -393,6 +424,12 @@ def main() -> None:
     parser.add_argument("--seed-jobs", type=int, default=8, help="jobs the seed runs (0: all)")
     parser.add_argument("--seed", type=int, default=6, help="seed of the inputs and the subset")
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument(
+        "--polls-per-second",
+        type=float,
+        default=None,
+        help="the fleet's status-poll budget (default: the batch's own, 5/s; 0: none)",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="omnihuman-makespan-"))
@@ -408,7 +445,9 @@ def main() -> None:
         api = postgres_prefect_api() if args.database == "postgres" else sqlite_prefect_api()
         with api:
             quiet_console()
-            batch = run_batch(inputs, work, args.time_scale, args.concurrency)
+            batch = run_batch(
+                inputs, work, args.time_scale, args.concurrency, args.polls_per_second
+            )
         print(
             f"batch: {batch.seconds:.1f} s; the seed script on {len(subset)} job(s) "
             f"({', '.join(Path(v).stem for v in subset)})...",

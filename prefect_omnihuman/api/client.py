@@ -340,6 +340,10 @@ def model_of(generation_id: str) -> str:
     return model if colon and model else DEFAULT_MODEL
 
 
+#: A job done at its first check is recorded as this fraction of the check's time.
+FIRST_CHECK_SHRINK = 0.9
+
+
 class _Waiter:
     """The state of one `wait`: elapsed time, last status, the window and the next delay."""
 
@@ -398,9 +402,11 @@ class _Waiter:
         seconds = (self.pending_at + seen_at) / 2
         if self.checks == 1 and self.window is not None:
             # Done at the first check (at the window's start), pending only at submission:
-            # it most likely ended just before the check, not halfway. Recording the check
-            # moves the next window earlier, until a check inside it sees a job pending.
-            seconds = seen_at
+            # it ended before the check, most likely not long before (halfway would be an
+            # outlier). Recording a little less than the check opens the next window a
+            # little earlier, and again while jobs are done at their first check: the
+            # check itself would keep every later window as late as this one was.
+            seconds = seen_at * FIRST_CHECK_SHRINK
         sample = TimingSample(
             model=self.model,
             service=self.protocol.base_url,
