@@ -68,6 +68,10 @@ from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_SCRIPT = ROOT / "tests" / "seed_example.py"
+sys.path.insert(0, str(ROOT))  # the tests package: its throwaway PostgreSQL cluster
+
+from tests.postgres import throwaway_postgres  # noqa: E402
+
 KEY = "sk-benchmark-makespan"
 SEED_POLL_SECONDS = 10.0  # the documentation example's `time.sleep(10)`
 BASE_SECONDS = 8.0  # the emulator's defaults: a job takes 8 s + 2 s per second of audio
@@ -155,48 +159,34 @@ def postgres_prefect_api(pids: dict[str, int] | None = None) -> Iterator[str]:
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    folder = Path(tempfile.mkdtemp(prefix="omnihuman-makespan-pg-"))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(folder, "postgres")
-    data, pg_port, api_port = folder / "data", free_port(), free_port()
-    options = f"-p {pg_port} -k {folder} -c listen_addresses=127.0.0.1"
-    pg_ctl = [*as_postgres, shutil.which("pg_ctl") or "pg_ctl", "-D", str(data), "-w"]
-    initdb = [*as_postgres, shutil.which("initdb") or "initdb", "-D", str(data), "-A", "trust"]
-    subprocess.run([*initdb, "-U", "postgres"], check=True, capture_output=True)
-    start = [*pg_ctl, "-o", options, "-l", str(folder / "log"), "start"]
-    subprocess.run(start, check=True, capture_output=True)
-    if pids is not None:
-        pids["postgres"] = int((data / "postmaster.pid").read_text().split()[0])
-    server = None
-    try:
-        database = f"postgresql+asyncpg://postgres@127.0.0.1:{pg_port}/postgres"
+    api_port = free_port()
+    with throwaway_postgres(fsync=True) as database:
+        if pids is not None:
+            pids["postgres"] = database.pid
         command = [str(Path(sys.executable).parent / "prefect"), "server", "start"]
         server = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(api_port)],
-            env={**os.environ, "PREFECT_API_DATABASE_CONNECTION_URL": database},
+            env={**os.environ, "PREFECT_API_DATABASE_CONNECTION_URL": database.url},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        if pids is not None:
-            pids["prefect"] = server.pid
-        url = f"http://127.0.0.1:{api_port}/api"
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).is_success:
-                    break
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("the Prefect server on PostgreSQL did not start")
-            time.sleep(0.5)
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-    finally:
-        if server is not None:
+        try:
+            if pids is not None:
+                pids["prefect"] = server.pid
+            url = f"http://127.0.0.1:{api_port}/api"
+            deadline = time.monotonic() + 120
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/health", timeout=2).is_success:
+                        break
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the Prefect server on PostgreSQL did not start")
+                time.sleep(0.5)
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                yield url
+        finally:
             server.terminate()
             server.wait(timeout=30)
-        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class RetryCounter(logging.Handler):
@@ -225,21 +215,20 @@ class BatchRun:
 
 
 def set_status_poll_budget(per_second: float) -> None:
-    """The fleet's status-poll budget as a user would set it (0: the limit exists, inactive)."""
+    """The fleet's status-poll budget: created as a batch creates it, or (0) inactive."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from prefect_omnihuman.workflows.poll_pacing import STATUS_POLLS_LIMIT
+    from prefect_omnihuman.workflows.poll_pacing import STATUS_POLLS_LIMIT, ensure_status_poll_limit
 
-    rate = max(per_second, 1.0)
-    limit = GlobalConcurrencyLimitCreate(
-        name=STATUS_POLLS_LIMIT,
-        limit=max(1, round(rate)),
-        slot_decay_per_second=rate,
-        active=per_second > 0,
+    if per_second > 0:
+        ensure_status_poll_limit(per_second=per_second)
+        return
+    inactive = GlobalConcurrencyLimitCreate(
+        name=STATUS_POLLS_LIMIT, limit=1, slot_decay_per_second=1.0, active=False
     )
     with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(limit)
+        client.create_global_concurrency_limit(inactive)
 
 
 def run_batch(

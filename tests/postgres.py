@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Where Debian puts the server's programs when they are not on PATH.
@@ -41,10 +42,27 @@ def missing_reason() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A running throwaway cluster: Prefect's database URL for it and its data folder."""
+
+    url: str
+    data: Path
+
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id (for measuring its CPU)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+
 @contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """Start a cluster (trust auth, loopback only) in a new folder; yield Prefect's database
-    URL for it; stop it (fast shutdown) and delete the folder afterwards."""
+def throwaway_postgres(fsync: bool = False) -> Iterator[PostgresCluster]:
+    """Start a cluster (trust auth, loopback only) in a new folder; stop it (fast shutdown)
+    and delete the folder afterwards.
+
+    `fsync` off by default: a throwaway cluster need not survive a power cut, and the
+    tests' I/O drops; benchmarks keep it on, like a production server.
+    """
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     # Directly in the temporary directory: the `postgres` user cannot enter pytest's folders.
     folder = Path(tempfile.mkdtemp(prefix="omnihuman-postgres-"))
@@ -54,15 +72,16 @@ def throwaway_postgres() -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     data = folder / "data"
-    initdb = [*as_postgres, str(postgres_program("initdb")), "-D", str(data), "-A", "trust"]
-    subprocess.run([*initdb, "-U", "postgres", "--no-sync"], check=True, capture_output=True)
     pg_ctl = [*as_postgres, str(postgres_program("pg_ctl")), "-D", str(data), "-w"]
-    # fsync off: a throwaway cluster need not survive a power cut, and the tests' I/O drops.
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    start = [*pg_ctl, "-o", options, "-l", str(folder / "postgres.log"), "start"]
-    subprocess.run(start, check=True, capture_output=True)
     try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+        initdb = [*as_postgres, str(postgres_program("initdb")), "-D", str(data), "-A", "trust"]
+        subprocess.run([*initdb, "-U", "postgres", "--no-sync"], check=True, capture_output=True)
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+        if not fsync:
+            options += " -c fsync=off"
+        start = [*pg_ctl, "-o", options, "-l", str(folder / "postgres.log"), "start"]
+        subprocess.run(start, check=True, capture_output=True)
+        yield PostgresCluster(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres", data)
     finally:
         subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)

@@ -216,7 +216,7 @@ def postgres_cluster(tmp_path: Path, s3: S3) -> Iterator[Cluster]:
         pytest.skip(reason)
     with (
         postgres.throwaway_postgres() as database,
-        running_cluster(tmp_path, s3, database) as cluster,
+        running_cluster(tmp_path, s3, database.url) as cluster,
     ):
         yield cluster
 
