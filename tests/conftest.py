@@ -117,6 +117,25 @@ def emulator() -> Iterator[Emulator]:
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _own_result_records(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Each test keeps Prefect's result and cache records in its own folder (commands it
+    starts inherit it).
+
+    The emulator of one test can get the loopback port an earlier test's emulator had, and
+    the service URL is part of a generation's cache key: with shared records, a test with
+    the same inputs reconnected to a generation the new emulator never made (its video 404s).
+    """
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    folder = tmp_path_factory.mktemp("prefect-results")
+    monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(folder))
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: folder}):
+        yield
+
+
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
     """A throwaway Prefect API (SQLite, own home), started once per test session."""
