@@ -73,7 +73,9 @@ class TemporaryPrefectServer:
     def _watch_health(self) -> None:
         import httpx
 
-        with httpx.Client(timeout=2.0) as client:
+        from prefect_omnihuman.api.tls import shared_tls_context
+
+        with httpx.Client(timeout=2.0, verify=shared_tls_context()) as client:
             while self.process.poll() is None:
                 try:
                     if client.get(f"{self.api_url}/health").is_success:

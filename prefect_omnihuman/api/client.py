@@ -62,6 +62,7 @@ from prefect_omnihuman.api.retries import (
     is_transient,
 )
 from prefect_omnihuman.api.timing import PROCESS_TIMINGS, TimingBook, TimingSample, learned_window
+from prefect_omnihuman.api.tls import shared_tls_context
 from prefect_omnihuman.errors import (
     AmbiguousSubmissionError,
     ApiError,
@@ -304,6 +305,7 @@ class _Protocol:
         return {
             "base_url": self.base_url,
             "timeout": self.timeout,
+            "verify": shared_tls_context(),
             "headers": {
                 "Authorization": f"Bearer {self._api_key.get_secret_value()}",
                 "Accept": "application/json",
@@ -740,7 +742,9 @@ class OmniHumanClient(_Protocol):
         """
         url = _video_url(generation)
         try:
-            with httpx.stream("GET", url, timeout=self.timeout, follow_redirects=True) as response:
+            with httpx.stream(
+                "GET", url, timeout=self.timeout, follow_redirects=True, verify=shared_tls_context()
+            ) as response:
                 if not response.is_success:
                     response.read()
                     raise _download_error(generation, response)
@@ -815,7 +819,11 @@ class OmniHumanClient(_Protocol):
             def fetch() -> SpeechFile:
                 try:
                     with httpx.stream(
-                        "GET", url, timeout=self.timeout, follow_redirects=True
+                        "GET",
+                        url,
+                        timeout=self.timeout,
+                        follow_redirects=True,
+                        verify=shared_tls_context(),
                     ) as response:
                         if not response.is_success:
                             response.read()
@@ -980,7 +988,9 @@ class AsyncOmniHumanClient(_Protocol):
         url = _video_url(generation)
         try:
             async with (
-                httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as http,
+                httpx.AsyncClient(
+                    timeout=self.timeout, follow_redirects=True, verify=shared_tls_context()
+                ) as http,
                 http.stream("GET", url) as response,
             ):
                 if not response.is_success:
@@ -1041,7 +1051,9 @@ class AsyncOmniHumanClient(_Protocol):
             async def fetch() -> SpeechFile:
                 try:
                     async with (
-                        httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as http,
+                        httpx.AsyncClient(
+                            timeout=self.timeout, follow_redirects=True, verify=shared_tls_context()
+                        ) as http,
                         http.stream("GET", url) as response,
                     ):
                         if not response.is_success:

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 import httpx
 from pydantic import ValidationError
 
+from prefect_omnihuman.api.tls import shared_tls_context
 from prefect_omnihuman.emulator.config import EmulatorConfig, FaultConfig, Injection
 from prefect_omnihuman.emulator.faults import Fault
 from prefect_omnihuman.emulator.inputs import Rejection, Submission, load_submission, parse_body
@@ -468,6 +469,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"detail": json.loads(error.json(include_url=False))})
 
 
+def _input_fetcher() -> httpx.Client:
+    """The client that fetches submitted image and audio URLs, as the service would."""
+    return httpx.Client(timeout=10.0, follow_redirects=True, verify=shared_tls_context())
+
+
 class Emulator:
     """The AI/ML API's video generation endpoints, emulated on loopback for offline runs.
 
@@ -495,7 +501,7 @@ class Emulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._http = httpx.Client(timeout=10.0, follow_redirects=True)
+        self._http = _input_fetcher()
         self._files_dir: Path | None = None
         self._lifecycle = threading.Lock()
 
@@ -525,7 +531,7 @@ class Emulator:
             if self._server is not None:
                 return self
             if self._http.is_closed:
-                self._http = httpx.Client(timeout=10.0, follow_redirects=True)
+                self._http = _input_fetcher()
             self._files_dir = Path(tempfile.mkdtemp(prefix="omnihuman-emulator-"))
             self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emulator-render")
             server = _Server((self.host, self.port), self)

@@ -27,6 +27,7 @@ from prefect.types import SecretDict
 from pydantic import Field
 
 from prefect_omnihuman.api.models import MAX_INPUT_BYTES
+from prefect_omnihuman.api.tls import shared_tls_context
 from prefect_omnihuman.errors import InputError, OmniHumanError, StagingRequiredError, StorageError
 
 DOCUMENTATION_URL = "https://filesystem-spec.readthedocs.io/en/latest/"
@@ -202,7 +203,9 @@ def read_source(source: Source, *, options: dict[str, Any] | None = None) -> byt
 
 def _download_input(url: str, name: str) -> bytes:
     try:
-        with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
+        with httpx.stream(
+            "GET", url, timeout=30.0, follow_redirects=True, verify=shared_tls_context()
+        ) as response:
             if not response.is_success:
                 raise InputError(
                     f"the server answered HTTP {response.status_code}",
