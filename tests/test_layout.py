@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import prefect_omnihuman
@@ -119,3 +121,14 @@ def test_client_and_media_do_not_import_prefect() -> None:
 def test_every_public_name_is_served_from_the_top() -> None:
     for name in prefect_omnihuman.__all__:
         assert getattr(prefect_omnihuman, name) is not None
+
+
+def test_the_command_and_the_ledger_load_without_prefect() -> None:
+    """`omnihuman ledger`, `status` and the emulator start in under a second: the package's
+    public names load on first use, so importing the command does not import Prefect."""
+    script = (
+        "import sys, prefect_omnihuman, prefect_omnihuman.cli, prefect_omnihuman.ledger_cli\n"
+        "assert 'prefect' not in sys.modules, sorted(m for m in sys.modules if 'prefect.' in m)\n"
+        "assert prefect_omnihuman.omnihuman_video.name == 'omnihuman-video'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
