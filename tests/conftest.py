@@ -138,11 +138,22 @@ def _own_result_records(
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
-    """A throwaway Prefect API (SQLite, own home), started once per test session."""
-    from prefect.settings import PREFECT_API_URL
+    """A throwaway Prefect API (SQLite, own home), started once per test session.
+
+    Its fresh database gets no block types at start-up (seconds of CPU per server): tests
+    register the ones they use by saving or loading blocks, as `prefect block register` does.
+    """
+    from prefect.settings import (
+        PREFECT_API_BLOCKS_REGISTER_ON_START,
+        PREFECT_API_URL,
+        temporary_settings,
+    )
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with (
+        temporary_settings(updates={PREFECT_API_BLOCKS_REGISTER_ON_START: False}),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
         _inactive_status_poll_budget()
         yield str(PREFECT_API_URL.value())
 

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.types._datetime import now
 
 from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig
 from prefect_omnihuman.media.probe import probe_video
@@ -150,14 +152,16 @@ def test_sigterm_to_the_group_stops_generate_with_its_temporary_server_and_rerun
 
 
 def test_sigterm_stops_generate_on_a_prefect_server_recorded_as_crashed(
-    cluster: Cluster,  # noqa: F811
+    prefect_api: str,
     slow_emulator: Emulator,
     asset_host: AssetHost,
     tmp_path: Path,
 ) -> None:
+    """The session's Prefect server, which the command does not own: it stays up."""
     out = tmp_path / "videos" / "talk.mp4"
-    env = command_env(PREFECT_API_URL=cluster.api_url, PREFECT_HOME=str(tmp_path / "cli-home"))
+    env = command_env(PREFECT_API_URL=prefect_api, PREFECT_HOME=str(tmp_path / "cli-home"))
     log = tmp_path / "first.log"
+    since = now("UTC")
     process = generate(asset_host, slow_emulator, out, env, log)
     wait_until_polling(process, log)
 
@@ -166,11 +170,9 @@ def test_sigterm_stops_generate_on_a_prefect_server_recorded_as_crashed(
     assert seconds < PROMPT_EXIT_SECONDS, log.read_text()[-3000:]
     assert process.returncode == 128 + signal.SIGTERM
     assert not out.parent.exists() or not list(out.parent.iterdir())
-    with (
-        temporary_settings({PREFECT_API_URL: cluster.api_url}),
-        get_client(sync_client=True) as client,
-    ):
-        runs = client.read_flow_runs()
+    this_test = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=this_test)
     assert [run.state.name for run in runs if run.state] == ["Crashed"]
 
     rerun_delivers_without_a_new_post(asset_host, slow_emulator, out, env, tmp_path / "second.log")
