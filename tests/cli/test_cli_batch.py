@@ -51,6 +51,7 @@ def test_batch_finishes_the_good_rows_and_exits_1_with_the_bad_rows_reason(
     env = environment(emulator, prefect_api)
     with AssetHost(staging) as host:
         args = ["batch", str(tmp_path / "batch.csv"), "--concurrency", "2"]
+        args += ["--max-poll-interval", "0.3"]
         args += ["--stage", str(staging), "--stage-public-url", host.url]
         refused = omnihuman(*args, "--budget-seconds", "2", env=env)
         assert refused.returncode == 1

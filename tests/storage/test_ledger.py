@@ -24,7 +24,7 @@ from prefect_omnihuman.media.probe import probe_video
 from prefect_omnihuman.results import generation_fingerprint
 from prefect_omnihuman.storage.ledger import Claim, GenerationLedger
 
-from ..conftest import S3, TEST_KEY
+from ..conftest import FAST_POLL, S3, TEST_KEY
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -115,7 +115,7 @@ def test_a_store_without_atomic_create_warns_once_and_still_delivers(
     result = omnihuman_video(
         image=f"{asset_host.url}/portrait.png", audio=f"{asset_host.url}/voice.wav",
         destination=str(tmp_path / "out.mp4"), credentials=credentials_for(emulator),
-        storage=storage,
+        storage=storage, polling=FAST_POLL,
     )  # fmt: skip
     assert probe_video(result.location).audio_codec == "aac"
     warnings = [r for r in caplog.records if "does not support exclusive create" in r.message]
