@@ -109,8 +109,13 @@ def write_inputs(folder: Path, jobs: int, rng: random.Random) -> list[str]:
     return voices
 
 
+#: The emulator's rendering (`--video-fps`, `--video-max-side`), set once by `main`.
+RENDER: dict[str, int] = {}
+
+
 def emulator_config(scale: float, concurrency: int) -> EmulatorConfig:
     return EmulatorConfig(
+        **RENDER,
         api_keys=[KEY],
         time_scale=scale,
         base_seconds=BASE_SECONDS,
@@ -419,7 +424,17 @@ def main() -> None:
         default=None,
         help="the fleet's status-poll budget (default: the batch's own, 5/s; 0: none)",
     )
+    parser.add_argument(
+        "--video-fps", type=int, default=25, help="frame rate of the emulator's videos"
+    )
+    parser.add_argument(
+        "--video-max-side",
+        type=int,
+        default=512,
+        help="size of the emulator's videos: its rendering shares the machine with the batch",
+    )
     args = parser.parse_args()
+    RENDER.update(video_fps=args.video_fps, video_max_side=args.video_max_side)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="omnihuman-makespan-"))
     try:
@@ -428,7 +443,8 @@ def main() -> None:
         subset = sorted(rng.sample(voices, min(args.seed_jobs or args.jobs, args.jobs)))
         print(
             f"{args.jobs} jobs at concurrency {args.concurrency}, time scale "
-            f"{args.time_scale:g}, Prefect API on {args.database}...",
+            f"{args.time_scale:g}, Prefect API on {args.database}, the emulator rendering "
+            f"{args.video_max_side} px at {args.video_fps} fps...",
             flush=True,
         )
         api = postgres_prefect_api() if args.database == "postgres" else sqlite_prefect_api()

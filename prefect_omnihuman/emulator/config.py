@@ -101,6 +101,16 @@ class EmulatorConfig(BaseModel):
         description="Caps the speed of video downloads (None: as fast as loopback allows); "
         "slow links let a test stop a client in the middle of one.",
     )
+    video_fps: int = Field(
+        25, ge=1, le=60, description="Frame rate of the rendered videos; fewer render faster."
+    )
+    video_max_side: int = Field(
+        512,
+        ge=64,
+        description="Longest side of the rendered videos in pixels (the portrait is scaled "
+        "down to it); benchmarks that render hundreds of videos on the machine they measure "
+        "set a small one, so the rendering does not take the CPU from what they measure.",
+    )
     status_words: dict[str, str] = Field(
         default_factory=dict,
         description="The word reported for each of a job's statuses, e.g. "

@@ -647,7 +647,13 @@ class Emulator:
 
     def _render(self, generation_id: str, image: bytes, audio: bytes, destination: Path) -> None:
         try:
-            info = render_talking_video(image, audio, destination)
+            info = render_talking_video(
+                image,
+                audio,
+                destination,
+                fps=self.config.video_fps,
+                max_side=self.config.video_max_side,
+            )
         except Exception as error:
             if self._server is None:
                 return  # stopped meanwhile: its folder is gone, nobody is waiting

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig, FaultConfig
+from prefect_omnihuman.media.probe import probe_video
 from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice
 
 KEY = "sk-emulator-test-5b1e0d"
@@ -269,6 +270,18 @@ def test_a_generation_moves_through_every_status_and_yields_a_playable_mp4(
     assert stats.polls_by_generation[accepted["id"]] >= len(seen)
     assert stats.downloads == 1 and stats.accepted_posts == 1
     assert stats.fetched_urls == [assets.url_for("portrait.png"), assets.url_for("voice.wav")]
+
+
+def test_the_rendered_video_s_frame_rate_and_size_are_configurable(
+    assets: AssetHost, http: httpx.Client, tmp_path: Path
+) -> None:
+    with make_emulator(video_fps=10, video_max_side=128) as small:
+        accepted = submit(http, small, body(assets)).json()
+        answer = wait(http, small, accepted["id"])
+        (tmp_path / "small.mp4").write_bytes(http.get(answer["video"]["url"]).content)
+    info = probe_video(tmp_path / "small.mp4")
+    assert (info.width, info.height, info.frame_rate) == (128, 128, 10.0)
+    assert info.duration == pytest.approx(3.0, abs=0.1) and info.audio_codec == "aac"
 
 
 def test_an_image_data_uri_is_accepted_and_not_fetched(
