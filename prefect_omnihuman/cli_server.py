@@ -48,6 +48,11 @@ class TemporaryPrefectServer:
         spec = importlib.util.find_spec("prefect")
         assert spec is not None and spec.origin is not None
         env = {
+            # This server only serves this command, and block types are registered when a
+            # block is saved: skipping the start-up registration (and its check, which imports
+            # every installed collection) saves about 1.2 s of its start.
+            "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+            "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
             **os.environ,
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",

@@ -112,7 +112,13 @@ def asset_host(samples: Path) -> Iterator[AssetHost]:
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     """A fresh emulator of the AI/ML API with time sped up 250 times (jobs of about 0.3 s)."""
-    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.004, seed=7, retry_after_seconds=0.2)
+    config = EmulatorConfig(
+        api_keys=[TEST_KEY],
+        time_scale=0.004,
+        seed=7,
+        retry_after_seconds=0.2,
+        video_max_side=256,  # a third of the rendering's CPU; tests do not look at the size
+    )
     with Emulator(config) as server:
         yield server
 
@@ -146,12 +152,17 @@ def prefect_api() -> Iterator[str]:
     from prefect.settings import (
         PREFECT_API_BLOCKS_REGISTER_ON_START,
         PREFECT_API_URL,
+        PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION,
         temporary_settings,
     )
     from prefect.testing.utilities import prefect_test_harness
 
+    no_registration = {
+        PREFECT_API_BLOCKS_REGISTER_ON_START: False,
+        PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION: False,  # its check imports every collection
+    }
     with (
-        temporary_settings(updates={PREFECT_API_BLOCKS_REGISTER_ON_START: False}),
+        temporary_settings(updates=no_registration),
         prefect_test_harness(server_startup_timeout=120),
     ):
         _inactive_status_poll_budget()
