@@ -137,7 +137,8 @@ def _own_result_records(
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     folder = tmp_path_factory.mktemp("prefect-results")
-    monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(folder))
+    monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(folder))  # the name the tests' pods set
+    monkeypatch.delenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", raising=False)  # it would win
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: folder}):
         yield
 

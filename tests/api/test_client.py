@@ -417,3 +417,17 @@ async def test_async_client_rides_out_rate_limits_and_rejects_bad_keys(
         with pytest.raises(AuthenticationError):
             await client.submit(**inputs(asset_host))
     assert emulator.stats().accepted_posts == 1
+
+
+def test_clients_of_one_thread_share_a_tls_context_and_threads_do_not() -> None:
+    """Building a context loads the CA bundle, so a thread builds one; httpcore changes a
+    context on each TLS connection, so no two threads share one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect_omnihuman.api.tls import shared_tls_context
+
+    here = shared_tls_context()
+    assert shared_tls_context() is here
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        there = pool.submit(lambda: (shared_tls_context(), shared_tls_context())).result()
+    assert there[0] is there[1] and there[0] is not here
