@@ -38,6 +38,15 @@ def slow_emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
+def overlapping_emulator() -> Iterator[Emulator]:
+    """Jobs of about 4.5 s, so rows overlap even when a loaded machine starts them 2 s apart
+    (jobs of 2 s did not, once: peak concurrency 1 in a full run)."""
+    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.07, seed=5, retry_after_seconds=0.2)
+    with Emulator(config) as server:
+        yield server
+
+
+@pytest.fixture
 def staging(tmp_path: Path) -> Iterator[MediaStorage]:
     """A local staging folder published over loopback HTTP."""
     folder = tmp_path / "staging"
@@ -76,7 +85,7 @@ def run_batch(manifest: str, **arguments: Any) -> tuple[State[Any], BatchResult]
 
 
 def test_two_bad_rows_are_reported_and_the_others_run_concurrently_within_the_limit(
-    slow_emulator: Emulator, samples: Path, tmp_path: Path, staging: MediaStorage
+    overlapping_emulator: Emulator, samples: Path, tmp_path: Path, staging: MediaStorage
 ) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes((samples / "portrait.png").read_bytes()[:200])
@@ -88,7 +97,7 @@ def test_two_bad_rows_are_reported_and_the_others_run_concurrently_within_the_li
     )
     state, result = run_batch(
         str(manifest),
-        credentials=credentials_for(slow_emulator),
+        credentials=credentials_for(overlapping_emulator),
         storage=staging,
         concurrency=3,
         limit_name=unique_limit(),
@@ -106,7 +115,7 @@ def test_two_bad_rows_are_reported_and_the_others_run_concurrently_within_the_li
     for row in result.rows[:6]:
         assert row.location == str(tmp_path / "out" / f"{row.row}.mp4")
         assert probe_video(row.location).audio_codec == "aac"
-    stats = slow_emulator.stats()
+    stats = overlapping_emulator.stats()
     assert stats.accepted_posts == 6 and stats.rejected_posts == 0
     assert 2 <= stats.peak_concurrency <= 3, stats.peak_concurrency
 
