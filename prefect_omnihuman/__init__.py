@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from .workflows.speech_and_prep_tasks import prepare_audio, prepare_image, synthesize_speech
     from .workflows.video_flows import omnihuman_narrated_video, omnihuman_video
 
-# The public names load on first use, so `omnihuman ledger`, `status` or the emulator do not
-# pay seconds of Prefect imports they never use (PEP 562).
+# The public names load on first use (PEP 562): importing the package, or `omnihuman --help`,
+# does not pay seconds of Prefect imports; each command imports what it uses.
 _EXPORTS = {
     "AimlApiCredentials": ".workflows.credentials",
     "AsyncOmniHumanClient": ".api.client",
