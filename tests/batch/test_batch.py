@@ -29,11 +29,18 @@ from ..conftest import FAST_POLL, S3, TEST_KEY, read_events
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
+def emulator_with_jobs_scaled(time_scale: float) -> Emulator:
+    """An emulator for batches: its jobs last `time_scale` x the real service's pace."""
+    config = EmulatorConfig(
+        api_keys=[TEST_KEY], time_scale=time_scale, seed=5, retry_after_seconds=0.2
+    )
+    return Emulator(config)
+
+
 @pytest.fixture
 def slow_emulator() -> Iterator[Emulator]:
     """Jobs of about two seconds, so rows clearly overlap."""
-    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.03, seed=5, retry_after_seconds=0.2)
-    with Emulator(config) as server:
+    with emulator_with_jobs_scaled(0.03) as server:
         yield server
 
 
@@ -41,8 +48,7 @@ def slow_emulator() -> Iterator[Emulator]:
 def overlapping_emulator() -> Iterator[Emulator]:
     """Jobs of about 4.5 s, so rows overlap even when a loaded machine starts them 2 s apart
     (jobs of 2 s did not, once: peak concurrency 1 in a full run)."""
-    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.07, seed=5, retry_after_seconds=0.2)
-    with Emulator(config) as server:
+    with emulator_with_jobs_scaled(0.07) as server:
         yield server
 
 
