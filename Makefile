@@ -9,7 +9,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY := false
 
-.PHONY: install demo test test-long test-compat lint typecheck browser postgres clean
+.PHONY: install demo test suite checks compat-smoke test-long test-compat lint typecheck browser \
+	postgres clean
 
 # The core suite against the oldest supported Prefect (constraints-compat.txt), in its own venv:
 # everything but the reliability suite, the deployment end-to-end test and the browser check.
@@ -60,15 +61,22 @@ postgres: browser
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } || \
 	  echo "PostgreSQL is not installed: the deployment test will skip (apt-get install -y postgresql)"
 
-# First the installs, checks and system packages, two at a time (pip uses one core). Then two
-# pytest workers: most tests wait on servers, so this halves the run on 2 cores. Then the oldest
-# supported Prefect (constraints-compat.txt) runs the core paths: a video end to end (local and
-# S3), the ledger, the client. `make test-compat` runs the whole core suite there.
-test:
-	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck postgres \
-		$(COMPAT_VENV)/.installed
+# The main suite runs on two pytest workers (most tests wait on servers, so this halves it on 2
+# cores). Beside it, at low priority and one at a time: ruff, mypy, the oldest supported Prefect's
+# install (constraints-compat.txt) and its smoke run of the core paths (a video end to end, local
+# and S3; the ledger; the client). They use the cores while the suite's tests wait, and yield
+# them when its tests compute. `make test-compat` runs the whole core suite on that Prefect.
+test: $(INSTALLED)
+	$(MAKE) --no-print-directory -j2 --output-sync=line suite checks
+
+suite: postgres $(INSTALLED)
 	$(BIN)/pytest -q -n 2
-	$(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider -n 2 $(COMPAT_SMOKE)
+
+checks: $(INSTALLED)
+	nice -n 10 $(MAKE) --no-print-directory -j1 lint typecheck compat-smoke
+
+compat-smoke: $(COMPAT_VENV)/.installed
+	$(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider -p no:xdist $(COMPAT_SMOKE)
 
 # The reliability suite at full size (100-row soak, 16 kills): about 5 minutes on 2 cores;
 # then the tests marked `long` elsewhere.
