@@ -33,6 +33,8 @@ from prefect_omnihuman.api.retries import RetryPolicy  # noqa: E402
 from prefect_omnihuman.emulator import AssetHost, Emulator, EmulatorConfig  # noqa: E402
 from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice  # noqa: E402
 
+from .prefect_db import migrated_database, seed_home, shared_folder  # noqa: E402
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """`--long`: run the reliability suite at full size (see tests/reliability)."""
@@ -144,30 +146,45 @@ def _own_result_records(
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[str]:
-    """A throwaway Prefect API (SQLite, own home), started once per test session.
+def prefect_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Prefect database at the latest migration, shared by this session's test workers."""
+    return migrated_database(shared_folder(tmp_path_factory))
 
-    Its fresh database gets no block types at start-up (seconds of CPU per server): tests
-    register the ones they use by saving or loading blocks, as `prefect block register` does.
+
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_test_home(prefect_database: Path) -> None:
+    """The tests' own PREFECT_HOME starts with a migrated database: the temporary servers
+    that commands and flows without a Prefect API start there skip the migrations."""
+    seed_home(_TEST_HOME / "prefect", prefect_database)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_database: Path) -> Iterator[str]:
+    """A throwaway Prefect API (SQLite in its own home), started once per test session.
+
+    The same server `omnihuman generate` starts when no API is set, on a copy of the
+    migrated database. Its fresh database gets no block types at start-up (seconds of CPU
+    per server): tests register the ones they use by saving or loading blocks, as
+    `prefect block register` does.
     """
-    from prefect.settings import (
-        PREFECT_API_BLOCKS_REGISTER_ON_START,
-        PREFECT_API_URL,
-        PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION,
-        temporary_settings,
-    )
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    no_registration = {
-        PREFECT_API_BLOCKS_REGISTER_ON_START: False,
-        PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION: False,  # its check imports every collection
-    }
-    with (
-        temporary_settings(updates=no_registration),
-        prefect_test_harness(server_startup_timeout=120),
-    ):
-        _inactive_status_poll_budget()
-        yield str(PREFECT_API_URL.value())
+    from prefect_omnihuman.cli_server import TemporaryPrefectServer
+
+    home = _TEST_HOME / "api-server"
+    seed_home(home, prefect_database)
+    os.environ["PREFECT_HOME"], test_home = str(home), os.environ["PREFECT_HOME"]
+    try:
+        server = TemporaryPrefectServer()  # its environment is copied now
+    finally:
+        os.environ["PREFECT_HOME"] = test_home
+    try:
+        server.wait_ready()
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            _inactive_status_poll_budget()
+            yield server.api_url
+    finally:
+        server.stop()
 
 
 def _inactive_status_poll_budget() -> None:

@@ -33,6 +33,7 @@ from prefect_omnihuman.emulator import AssetHost, Emulator
 
 from ..chromium import check_image_renders, chromium
 from ..conftest import FAST_POLL, TEST_KEY, free_port
+from ..prefect_db import seed_home
 
 pytestmark = pytest.mark.skipif(
     chromium() is None, reason="chromium is not installed (apt-get install -y chromium)"
@@ -42,9 +43,10 @@ PICTURE = "data:image/jpeg;base64,"
 
 
 @pytest.fixture(scope="module")
-def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ui_server(tmp_path_factory: pytest.TempPathFactory, prefect_database: Path) -> Iterator[str]:
     """A Prefect server with its UI on loopback; the UI calls this server's API."""
     folder = tmp_path_factory.mktemp("prefect-ui")
+    seed_home(folder / "home", prefect_database)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
