@@ -61,23 +61,22 @@ postgres: browser
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } || \
 	  echo "PostgreSQL is not installed: the deployment test will skip (apt-get install -y postgresql)"
 
-# First the two venvs, side by side (pip uses one core): the main one, and the packages of the
-# oldest supported Prefect's (constraints-compat.txt pins all of them); that venv gets the
-# project itself later, in `checks` (two setuptools builds at once would share the source
-# tree's egg-info). Then the main suite on three pytest workers (its tests wait on servers and
-# subprocesses much of the time: two workers kept 1.4 of the 2 cores busy, three keep 1.8, and
-# the suite took 7.5 minutes instead of 9.5) and beside it, at low priority and one at a time,
-# ruff, mypy and the smoke run of the core paths on the oldest Prefect (a video end to end,
-# local and S3; the ledger; the client). `make test-compat` runs the whole core suite there.
+# The two venvs install side by side (pip uses one core): the main one, and the packages of
+# the oldest supported Prefect's (constraints-compat.txt pins all of them; that venv gets the
+# project itself in `checks`, as two setuptools builds at once would share the source tree's
+# egg-info). Once the main venv is ready the suite starts, on three pytest workers (its tests
+# wait on servers and subprocesses much of the time: two workers kept 1.4 of the 2 cores busy,
+# three keep 1.8, and the suite took 7.5 minutes instead of 9.5). Beside it, at low priority and
+# one at a time: ruff, mypy and the smoke run of the core paths on the oldest Prefect (a video
+# end to end, local and S3; the ledger; the client). `make test-compat` runs the whole core
+# suite there.
 test:
-	$(MAKE) --no-print-directory -j2 --output-sync=target $(INSTALLED) $(COMPAT_VENV)/.packages \
-		postgres
-	$(MAKE) --no-print-directory -j2 --output-sync=line suite checks
+	$(MAKE) --no-print-directory -j3 --output-sync=line suite checks
 
 suite: postgres $(INSTALLED)
 	$(BIN)/pytest -q -n 3
 
-checks: $(INSTALLED)
+checks: $(INSTALLED) $(COMPAT_VENV)/.packages
 	nice -n 10 $(MAKE) --no-print-directory -j1 lint typecheck compat-smoke
 
 compat-smoke: $(COMPAT_VENV)/.installed
@@ -92,7 +91,7 @@ test-long: $(INSTALLED)
 $(COMPAT_VENV)/.packages: constraints-compat.txt
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	nice -n 10 $(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check \
 		-r constraints-compat.txt
 	touch $@
 
