@@ -76,7 +76,7 @@ KEY = "sk-benchmark-makespan"
 SEED_POLL_SECONDS = 10.0  # the documentation example's `time.sleep(10)`
 BASE_SECONDS = 8.0  # the emulator's defaults: a job takes 8 s + 2 s per second of audio
 SECONDS_PER_AUDIO_SECOND = 2.0
-TARGET_VS_IDEAL = 1.15
+TARGET_VS_IDEAL = 1.10  # issue 10 (issue 6 asked for 1.15)
 TARGET_SPEEDUP = 15.0
 
 
