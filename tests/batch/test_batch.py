@@ -1,4 +1,4 @@
-"""The batch flow in one process: Prefect's test harness, the emulator over HTTP, moto's S3."""
+"""The batch flow in one process: a throwaway Prefect server, the emulator over HTTP, moto's S3."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def credentials_for(emulator: Emulator) -> AimlApiCredentials:
 
 
 def unique_limit() -> str:
-    """A concurrency limit of this test only (the harness outlives the test)."""
+    """A concurrency limit of this test only (the session's server outlives the test)."""
     return f"omnihuman-test-{uuid.uuid4().hex[:8]}"
 
 

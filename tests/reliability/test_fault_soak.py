@@ -220,7 +220,7 @@ def test_a_batch_delivers_every_row_through_thirty_percent_faults_and_pays_once(
     staging.mkdir()
     limit = f"omnihuman-soak-{emulator.port}"
     credentials = AimlApiCredentials(api_key=TEST_KEY, base_url=emulator.url)
-    # The soak's faults are the AI/ML API's; the test harness's SQLite server answers 503
+    # The soak's faults are the AI/ML API's; the session's SQLite Prefect server answers 503
     # itself when a loaded machine runs 8 rows at once, so its client retries longer.
     settings = temporary_settings(
         {PREFECT_LOGGING_TO_API_ENABLED: False, PREFECT_CLIENT_MAX_RETRIES: 10}

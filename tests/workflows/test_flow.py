@@ -1,4 +1,4 @@
-"""The reusable flow end to end: Prefect's test harness, the emulator over HTTP, moto's S3."""
+"""The reusable flow end to end: a throwaway Prefect server, the emulator over HTTP, moto's S3."""
 
 from __future__ import annotations
 

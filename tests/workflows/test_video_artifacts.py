@@ -1,5 +1,5 @@
 """What a run leaves in Prefect: a picture of the video in its artifacts, and its lineage
-as asset events (Prefect's test harness, the emulator over HTTP, moto's S3)."""
+as asset events (a throwaway Prefect server, the emulator over HTTP, moto's S3)."""
 
 from __future__ import annotations
 
