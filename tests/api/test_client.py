@@ -102,6 +102,7 @@ def test_unknown_words_without_a_video_stay_pending_with_one_warning(
 def test_wait_reports_every_status_the_service_goes_through(
     emulator: Emulator, asset_host: AssetHost
 ) -> None:
+    emulator.config.time_scale = 0.03  # each status lasts about 0.4 s: seen on a busy machine
     seen: list[str] = []
     every_10ms = PollSchedule(min_interval=0.01, max_interval=0.01)
     with make_client(emulator, poll=every_10ms) as client:

@@ -69,6 +69,15 @@ def api() -> Iterator[Emulator]:
 
 
 @pytest.fixture
+def slow_api() -> Iterator[Emulator]:
+    """Jobs of about 3 s: each pending status lasts about 0.5 s, long enough for a loaded
+    machine's polls to see every one (at the usual 0.004 a status lasts 47 ms, and a full run
+    on three test workers once saw only the last two)."""
+    with make_emulator(time_scale=0.04) as emulator:
+        yield emulator
+
+
+@pytest.fixture
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30.0) as client:
         yield client
@@ -230,8 +239,9 @@ def test_unknown_generation_is_404_and_a_missing_id_is_400(
 
 
 def test_a_generation_moves_through_every_status_and_yields_a_playable_mp4(
-    api: Emulator, assets: AssetHost, http: httpx.Client, tmp_path: Path
+    slow_api: Emulator, assets: AssetHost, http: httpx.Client, tmp_path: Path
 ) -> None:
+    api = slow_api
     created = submit(http, api, body(assets, prompt="ignored extra field"))
     assert created.status_code == 200
     accepted = created.json()
@@ -466,6 +476,7 @@ def test_dropped_connections_give_no_answer_or_half_a_video(
 def test_a_lost_response_still_accepts_the_generation(
     api: Emulator, assets: AssetHost, http: httpx.Client
 ) -> None:
+    api.config.time_scale = 0.04  # still queued when a busy machine reads the stats
     api.inject("lost_response")
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         submit(http, api, body(assets))
