@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from prefect_omnihuman.emulator import Emulator, EmulatorConfig
+from prefect_omnihuman.emulator import Emulator, EmulatorConfig, FaultConfig
 from prefect_omnihuman.media.probe import probe_video
 from prefect_omnihuman.media.samples import write_sample_voice
 
 from ..conftest import S3, TEST_KEY
+from .test_fault_soak import SOAK_FAULTS
 
 OMNIHUMAN = str(Path(sys.executable).with_name("omnihuman"))
 RUN_TIMEOUT = 240.0
@@ -86,6 +87,28 @@ class Pods:
             start_new_session=True,
         )
 
+    def batch(self, name: str, manifest: Path) -> subprocess.Popen[str]:
+        """`omnihuman batch` of `manifest` in pod `name`, on a concurrency limit of its own."""
+        command = [
+            OMNIHUMAN,
+            "batch",
+            str(manifest),
+            *("--base-url", self.emulator.url, "--stage", self.prefix),
+            *("--concurrency", "4", "--limit-name", f"omnihuman-pods-{self.emulator.port}"),
+            *("--max-poll-interval", "0.3"),
+        ]
+        # As in the in-process soak: the session's SQLite Prefect server answers 503 "database
+        # busy" to two loaded batches at once, so their Prefect clients retry longer.
+        env = {**self.env(name), "PREFECT_CLIENT_MAX_RETRIES": "10"}
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
     def ledger(self, *args: str) -> object:
         done = subprocess.run(
             [OMNIHUMAN, "ledger", *args, "--stage", self.prefix, "--json"],
@@ -98,13 +121,13 @@ class Pods:
         return json.loads(done.stdout)
 
 
-def finished(process: subprocess.Popen[str]) -> tuple[str, str]:
+def finished(process: subprocess.Popen[str], timeout: float = RUN_TIMEOUT) -> tuple[str, str]:
     try:
-        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         stdout, stderr = process.communicate()
-        pytest.fail(f"a pod did not finish in {RUN_TIMEOUT:g} s:\n{stderr[-3000:]}")
+        pytest.fail(f"a pod did not finish in {timeout:g} s:\n{stderr[-3000:]}")
     assert process.returncode == 0, stderr[-3000:]
     return stdout, stderr
 
@@ -232,3 +255,51 @@ def test_pod_killed_at_a_random_point_then_another_pod_pays_nothing_more(
     total = pods.ledger("spend")[-1]  # type: ignore[index]
     assert total["generations"] <= stats.accepted_posts
     assert stats.accepted_posts <= total["generations"] + total["suspected_duplicates"]
+
+
+@pytest.mark.long  # the fault soak's pod version: make test-long
+@pytest.mark.timeout(900)
+def test_pods_running_one_manifest_through_thirty_percent_faults_pay_once_per_input(
+    tmp_path: Path, s3: S3, prefect_api: str, samples: Path, long_run: bool
+) -> None:
+    """Two pods run the same manifest at once (a deployment triggered twice) while 30 % of
+    the API's answers fail (the fault soak's mix): every row is delivered, each input paid once."""
+    rows = 16 if long_run else 8
+    config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.004, seed=13, retry_after_seconds=0.1)
+    with Emulator(config) as emulator:
+        pods = Pods(tmp_path, s3, emulator, prefect_api, "soak")
+        outs = {row: f"{pods.prefix}/videos/{row}.mp4" for row in range(1, rows + 1)}
+        seconds = {row: 1.01 + 0.02 * row for row in outs}
+        manifests = []
+        for pod in ("pod-a", "pod-b"):  # each pod's own disk: its own copy of the inputs
+            folder = tmp_path / f"{pod}-inputs"
+            (folder / "voices").mkdir(parents=True)
+            (folder / "portrait.png").write_bytes((samples / "portrait.png").read_bytes())
+            lines = []
+            for row, out in outs.items():
+                write_sample_voice(folder / "voices" / f"{row}.wav", seconds=seconds[row])
+                lines.append(
+                    json.dumps({"image": "portrait.png", "audio": f"voices/{row}.wav", "out": out})
+                )
+            manifests.append(folder / "manifest.jsonl")
+            manifests[-1].write_text("\n".join(lines) + "\n")
+        emulator.set_faults(SOAK_FAULTS)
+        a, b = pods.batch("pod-a", manifests[0]), pods.batch("pod-b", manifests[1])
+        # Minutes, not seconds: the SQLite server answers 503s, and Prefect's clients back off.
+        (printed_a, _), (printed_b, _) = finished(a, 600), finished(b, 600)
+        emulator.set_faults(FaultConfig(rate=0))  # the ledger reads below are not soaked
+        stats = emulator.stats()
+
+    assert set(printed_a.split()) == set(printed_b.split()) == set(outs.values())
+    assert len(stats.accepted_by_input) == rows, stats.accepted_by_input
+    assert set(stats.accepted_by_input.values()) == {1}, stats.accepted_by_input
+    assert sum(stats.faults_injected.values()) >= rows, stats.faults_injected
+    for row in (1, rows // 2, rows):
+        playable(s3, outs[row], tmp_path, seconds[row])
+    records = pods.ledger()
+    assert isinstance(records, list) and len(records) == rows
+    assert {record["status"] for record in records} == {"delivered"}
+    assert not any(record["suspected_duplicate"] for record in records)
+    total = pods.ledger("spend")[-1]  # type: ignore[index]
+    assert total["generations"] == stats.accepted_posts == rows
+    print(f"\npods soak: {rows} rows, faults {dict(stats.faults_injected)}")
