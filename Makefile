@@ -68,10 +68,11 @@ postgres: browser
 # wait on servers and subprocesses much of the time: two workers kept 1.4 of the 2 cores busy,
 # three keep 1.8, and the suite took 7.5 minutes instead of 9.5). Beside it, at low priority and
 # one at a time: ruff, mypy and the smoke run of the core paths on the oldest Prefect (a video
-# end to end, local and S3; the ledger; the client). `make test-compat` runs the whole core
-# suite there.
+# end to end, local and S3; the ledger; the API's models). `make test-compat` runs the whole
+# core suite there. Their output is not held back (pytest's shows progress as it runs), so the
+# checks' lines may fall between pytest's.
 test:
-	$(MAKE) --no-print-directory -j3 --output-sync=line suite checks
+	$(MAKE) --no-print-directory -j3 suite checks
 
 suite: postgres $(INSTALLED)
 	$(BIN)/pytest -q -n 3

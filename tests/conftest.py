@@ -6,7 +6,9 @@ for the network or a developer's own Prefect profile.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +25,14 @@ os.environ.update(
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
 )
-os.environ.pop("PREFECT_API_URL", None)
-os.environ.pop("PREFECT_API_KEY", None)
+for _name in (
+    "PREFECT_API_URL",
+    "PREFECT_API_KEY",
+    "PREFECT_API_DATABASE_CONNECTION_URL",  # the servers the tests start use their own homes
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+):
+    os.environ.pop(_name, None)
+atexit.register(shutil.rmtree, _TEST_HOME, ignore_errors=True)
 
 import pytest  # noqa: E402
 
@@ -47,7 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start the `heavy` tests first, so the two workers finish together (longest first);
+    """Start the `heavy` tests first, so the test workers finish together (longest first);
     skip the `long` ones unless `--long`."""
     items.sort(key=lambda item: item.get_closest_marker("heavy") is None)  # stable
     if config.getoption("--long"):

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,21 @@ from .test_fault_soak import SOAK_FAULTS
 
 OMNIHUMAN = str(Path(sys.executable).with_name("omnihuman"))
 RUN_TIMEOUT = 240.0
+
+
+#: Every pod started by the running test: any still alive at its end is killed.
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_pod_outlives_its_test() -> Iterator[None]:
+    """Pods run in sessions of their own, so nothing else stops one a failed test left."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
 
 
 @pytest.fixture
@@ -78,7 +94,7 @@ class Pods:
             *("--base-url", self.emulator.url, "--stage", self.prefix),
             *("--max-poll-interval", "0.3"),
         ]
-        return subprocess.Popen(
+        return _started(
             command,
             env=self.env(name),
             stdout=subprocess.PIPE,
@@ -88,7 +104,8 @@ class Pods:
         )
 
     def batch(self, name: str, manifest: Path) -> subprocess.Popen[str]:
-        """`omnihuman batch` of `manifest` in pod `name`, on a concurrency limit of its own."""
+        """`omnihuman batch` of `manifest` in pod `name`, on a concurrency limit of this
+        emulator's (the session's Prefect server outlives the test)."""
         command = [
             OMNIHUMAN,
             "batch",
@@ -100,7 +117,7 @@ class Pods:
         # As in the in-process soak: the session's SQLite Prefect server answers 503 "database
         # busy" to two loaded batches at once, so their Prefect clients retry longer.
         env = {**self.env(name), "PREFECT_CLIENT_MAX_RETRIES": "10"}
-        return subprocess.Popen(
+        return _started(
             command,
             env=env,
             stdout=subprocess.PIPE,
@@ -119,6 +136,12 @@ class Pods:
         )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
+
+
+def _started(command: list[str], **options: Any) -> subprocess.Popen[str]:
+    process = subprocess.Popen(command, **options)
+    _STARTED.append(process)
+    return process
 
 
 def finished(process: subprocess.Popen[str], timeout: float = RUN_TIMEOUT) -> tuple[str, str]:
@@ -260,11 +283,11 @@ def test_pod_killed_at_a_random_point_then_another_pod_pays_nothing_more(
 @pytest.mark.long  # the fault soak's pod version: make test-long
 @pytest.mark.timeout(900)
 def test_pods_running_one_manifest_through_thirty_percent_faults_pay_once_per_input(
-    tmp_path: Path, s3: S3, prefect_api: str, samples: Path, long_run: bool
+    tmp_path: Path, s3: S3, prefect_api: str, samples: Path
 ) -> None:
     """Two pods run the same manifest at once (a deployment triggered twice) while 30 % of
     the API's answers fail (the fault soak's mix): every row is delivered, each input paid once."""
-    rows = 16 if long_run else 8
+    rows = 16
     config = EmulatorConfig(api_keys=[TEST_KEY], time_scale=0.004, seed=13, retry_after_seconds=0.1)
     with Emulator(config) as emulator:
         pods = Pods(tmp_path, s3, emulator, prefect_api, "soak")
@@ -286,7 +309,7 @@ def test_pods_running_one_manifest_through_thirty_percent_faults_pay_once_per_in
         emulator.set_faults(SOAK_FAULTS)
         a, b = pods.batch("pod-a", manifests[0]), pods.batch("pod-b", manifests[1])
         # Minutes, not seconds: the SQLite server answers 503s, and Prefect's clients back off.
-        (printed_a, _), (printed_b, _) = finished(a, 600), finished(b, 600)
+        (printed_a, _), (printed_b, _) = finished(a, 420), finished(b, 420)
         emulator.set_faults(FaultConfig(rate=0))  # the ledger reads below are not soaked
         stats = emulator.stats()
 
