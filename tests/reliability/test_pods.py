@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -94,14 +93,7 @@ class Pods:
             *("--base-url", self.emulator.url, "--stage", self.prefix),
             *("--max-poll-interval", "0.3"),
         ]
-        return _started(
-            command,
-            env=self.env(name),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        return _started(command, self.env(name))
 
     def batch(self, name: str, manifest: Path) -> subprocess.Popen[str]:
         """`omnihuman batch` of `manifest` in pod `name`, on a concurrency limit of this
@@ -117,14 +109,7 @@ class Pods:
         # As in the in-process soak: the session's SQLite Prefect server answers 503 "database
         # busy" to two loaded batches at once, so their Prefect clients retry longer.
         env = {**self.env(name), "PREFECT_CLIENT_MAX_RETRIES": "10"}
-        return _started(
-            command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        return _started(command, env)
 
     def ledger(self, *args: str) -> object:
         done = subprocess.run(
@@ -138,8 +123,16 @@ class Pods:
         return json.loads(done.stdout)
 
 
-def _started(command: list[str], **options: Any) -> subprocess.Popen[str]:
-    process = subprocess.Popen(command, **options)
+def _started(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """A pod's command, in a session of its own (as a container is), its output captured."""
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     _STARTED.append(process)
     return process
 
