@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 
 from prefect_omnihuman.cli_server import prefect_api
 from prefect_omnihuman.errors import OmniHumanError
+from prefect_omnihuman.kept_server import keep_seconds
 
 app = typer.Typer(
     help="Talking-avatar videos with ByteDance OmniHuman 1.5 on the AI/ML API, from Prefect.",
@@ -70,6 +71,13 @@ def _fail(error: BaseException) -> typer.Exit:
     reason = " ".join(str(error).split()) or type(error).__name__
     console.print(f"[red]error[/red]: {type(error).__name__}: {reason}", soft_wrap=True)
     return typer.Exit(code=1)
+
+
+def _check_server_keep_seconds() -> None:
+    try:
+        keep_seconds()
+    except ValueError as error:
+        raise _fail(error) from None
 
 
 @app.command()
@@ -127,6 +135,7 @@ def generate(
     """
     if (audio is None) == (text is None):
         raise _fail(ValueError("give either --audio or --text (one of them)"))
+    _check_server_keep_seconds()
     with prefect_api() as server:
         _configure_logging(verbose)
         from prefect_omnihuman.api.client import check_reachable
@@ -310,6 +319,7 @@ def batch(
     Every good row is finished; exits 1 with each failed row's reason if any failed.
     Re-running the same manifest pays for nothing twice.
     """
+    _check_server_keep_seconds()
     with prefect_api() as server:
         _configure_logging(verbose)
         if not verbose:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import logging
 import os
 import signal
 import socket
@@ -22,13 +23,66 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
+from typing import IO
+
+from prefect_omnihuman.kept_server import (
+    APP_FACTORY,
+    KEEP_SECONDS_VARIABLE,
+    KeptServerFiles,
+    KeptServerRecord,
+    keep_seconds,
+    server_identity,
+)
 
 #: Seconds the temporary server gets to stop by itself before it is killed.
 STOP_GRACE_SECONDS = 1.0
+
+_log = logging.getLogger("prefect_omnihuman.cli")
+# The server needs none of the command's secrets (API keys, cloud credentials).
+_SECRET_NAME_PARTS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
+
+
+class _HealthWatch:
+    """A thread that waits for a Prefect API to answer `/health`, or for `exited` to give
+    a reason it never will."""
+
+    def __init__(self, api_url: str, exited: Callable[[], str | None]) -> None:
+        self.api_url = api_url
+        self.ready = threading.Event()
+        self.failure: str | None = None
+        threading.Thread(target=self._watch, args=(exited,), daemon=True).start()
+
+    def _watch(self, exited: Callable[[], str | None]) -> None:
+        import httpx
+
+        from prefect_omnihuman.api.tls import shared_tls_context
+
+        with httpx.Client(timeout=2.0, verify=shared_tls_context()) as client:
+            while (reason := exited()) is None:
+                try:
+                    if client.get(f"{self.api_url}/health").is_success:
+                        self.ready.set()
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        self.failure = reason
+        self.ready.set()
+
+    def wait(self) -> None:
+        """Block until the API answers; raise `ConnectionError` if it cannot start."""
+        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 90))
+        if not self.ready.wait(timeout):
+            self.failure = f"the temporary Prefect server did not start within {timeout:g} s"
+        if self.failure:
+            raise ConnectionError(
+                f"{self.failure}; set PREFECT_API_URL to a running Prefect server, or raise "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+            )
 
 
 class TemporaryPrefectServer:
@@ -38,9 +92,11 @@ class TemporaryPrefectServer:
     while Prefect is imported and the inputs are checked, and puts it in its own session
     so a signal sent to the CLI's process group (`timeout`, a terminal) reaches the CLI
     only: the CLI then records the run as Crashed on a live server and stops it last.
+    With `kept` files it is the kept server instead (see `kept_server`): it stops itself
+    when unused, and its output goes to their log.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kept: KeptServerFiles | None = None) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
@@ -53,66 +109,55 @@ class TemporaryPrefectServer:
             # every installed collection) saves about 1.2 s of its start.
             "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
             "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
-            **os.environ,
+            **{
+                name: value
+                for name, value in os.environ.items()
+                if name.startswith("PREFECT_") or not any(p in name for p in _SECRET_NAME_PARTS)
+            },
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
         }
+        factory = APP_FACTORY if kept else "prefect.server.api.server:create_app"
+        self.log = kept.log if kept else None
+        output = self.log.open("wb") if self.log else None
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "uvicorn",
                 "--app-dir", str(Path(spec.origin).parent.parent),
-                "--factory", "prefect.server.api.server:create_app",
+                "--factory", factory,
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--log-level", "error", "--lifespan", "on",
             ],
             env=env,
+            stdin=subprocess.DEVNULL if kept else None,
+            stdout=output,
+            stderr=output,
             start_new_session=True,
         )  # fmt: skip
-        # Stopped however the command ends, even before it reaches `prefect_api`.
-        atexit.register(self.stop)
-        self.ready = threading.Event()
-        self.failure: str | None = None
-        threading.Thread(target=self._watch_health, daemon=True).start()
+        if output:
+            output.close()
+        else:
+            # Stopped however the command ends, even before it reaches `prefect_api`.
+            atexit.register(self.stop)
+        self.health = _HealthWatch(self.api_url, self._exit_reason)
 
-    def _watch_health(self) -> None:
-        import httpx
-
-        from prefect_omnihuman.api.tls import shared_tls_context
-
-        with httpx.Client(timeout=2.0, verify=shared_tls_context()) as client:
-            while self.process.poll() is None:
-                try:
-                    if client.get(f"{self.api_url}/health").is_success:
-                        self.ready.set()
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        self.failure = f"the temporary Prefect server exited with code {self.process.returncode}"
-        self.ready.set()
+    def _exit_reason(self) -> str | None:
+        code = self.process.poll()
+        if code is None:
+            return None
+        where = f" (its log: {self.log})" if self.log else ""
+        return f"the temporary Prefect server exited with code {code}{where}"
 
     def wait_ready(self) -> None:
         """Block until the server answers; raise `ConnectionError` if it cannot start."""
-        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 90))
-        if not self.ready.wait(timeout):
-            self.failure = f"the temporary Prefect server did not start within {timeout:g} s"
-        if self.failure:
-            raise ConnectionError(
-                f"{self.failure}; set PREFECT_API_URL to a running Prefect server, or raise "
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-            )
+        self.health.wait()
 
     def stop(self) -> None:
         """Stop the server once this process's logs and events have reached it."""
         if self.process.poll() is not None:
             return
-        if "prefect" in sys.modules:
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
-
-            APILogWorker.drain_all(timeout=3)
-            EventsWorker.drain_all(timeout=3)
+        _drain_prefect_senders()
         # Every state and log is committed by now, and SQLite survives a kill: a graceful
         # shutdown (stopping the server's services) only makes the command wait.
         self.process.terminate()
@@ -122,10 +167,96 @@ class TemporaryPrefectServer:
             self.process.kill()
             self.process.wait()
 
+    def discard(self) -> None:
+        """Stop the server unused (the command found another Prefect API)."""
+        self.process.kill()
+        self.process.wait()
+
+
+class KeptPrefectServer:
+    """This command's use of the kept temporary server (see `kept_server`): its API, from
+    `wait_ready` until `stop`, which lets the server go on for the next command."""
+
+    def __init__(
+        self,
+        record: KeptServerRecord,
+        users: IO[str],
+        files: KeptServerFiles,
+        started: TemporaryPrefectServer | None,
+        keep: float,
+    ) -> None:
+        self.api_url = f"http://127.0.0.1:{record.port}/api"
+        self.pid = record.pid
+        self.started_here = started is not None
+        self._users = users
+        self._files = files
+        self._keep = keep
+        self.health = started.health if started else _HealthWatch(self.api_url, self._gone)
+
+    def _gone(self) -> str | None:
+        if KeptServerRecord(self.pid, 0, "").is_running():
+            return None
+        return f"the kept temporary Prefect server (pid {self.pid}) has stopped"
+
+    def wait_ready(self) -> None:
+        """Block until the server answers; raise `ConnectionError` if it cannot."""
+        self.health.wait()
+        how = "started by this command" if self.started_here else "started by another command"
+        _log.info(
+            "Prefect API: temporary server at %s, %s; it stops %g s after the last command "
+            "that uses it (%s=0: with the command)",
+            self.api_url, how, self._keep, KEEP_SECONDS_VARIABLE,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Let go of the server once this process's logs and events have reached it."""
+        if self._users.closed:
+            return
+        _drain_prefect_senders()
+        self._files.users.touch()  # the keep time counts from now
+        self._users.close()  # and the shared lock goes with it
+
+    def discard(self) -> None:
+        """Let go of the server unused (the command found another Prefect API)."""
+        self._users.close()
+
+
+PrefectServer = TemporaryPrefectServer | KeptPrefectServer
+
+
+def _drain_prefect_senders() -> None:
+    """Wait (a few seconds at most) for this process's logs and events to reach the API."""
+    if "prefect" in sys.modules:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=3)
+        EventsWorker.drain_all(timeout=3)
+
+
+def start_temporary_server() -> PrefectServer:
+    """The temporary server: the kept one (found or started) where it is kept, else one
+    of this command's own. `ValueError` when OMNIHUMAN_SERVER_KEEP_SECONDS is not seconds."""
+    keep = keep_seconds()
+    if keep <= 0 or os.name != "posix":
+        return TemporaryPrefectServer()
+    files = KeptServerFiles.of_this_process()
+    identity = server_identity()
+    users = files.open_users()
+    with files.locked():
+        record = KeptServerRecord.read(files)
+        started = None
+        if record is None or record.identity != identity or not record.is_running():
+            started = TemporaryPrefectServer(kept=files)
+            record = KeptServerRecord(started.process.pid, started.port, identity)
+            record.write(files)
+        files.use(users)
+    return KeptPrefectServer(record, users, files, started, keep)
+
 
 #: Commands that run flows, so need a Prefect API.
 _RUNS_FLOWS = ("generate", "batch")
-_early_server: TemporaryPrefectServer | None = None
+_early_server: PrefectServer | None = None
 
 
 def start_server_early() -> None:
@@ -147,7 +278,8 @@ def start_server_early() -> None:
     ):
         # Until the command installs its own handler: exit (stopping the server) on SIGTERM.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        _early_server = TemporaryPrefectServer()
+        with suppress(ValueError):  # the command names the bad setting
+            _early_server = start_temporary_server()
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -155,7 +287,7 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def prefect_api() -> Iterator[TemporaryPrefectServer | None]:
+def prefect_api() -> Iterator[PrefectServer | None]:
     """A Prefect API for this command: the user's if configured, else a temporary server."""
     global _early_server
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -163,11 +295,10 @@ def prefect_api() -> Iterator[TemporaryPrefectServer | None]:
     early, _early_server = _early_server, None
     if PREFECT_API_URL.value():
         if early:
-            early.process.kill()
-            early.process.wait()
+            early.discard()
         yield None
         return
-    server = early or TemporaryPrefectServer()
+    server = early or start_temporary_server()
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield server

@@ -23,6 +23,9 @@ os.environ.update(
         "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "INFO",
+        # Commands stop their temporary Prefect servers when they end, so no server outlives
+        # its test; tests/cli/test_cli_kept_server.py tests the kept one.
+        "OMNIHUMAN_SERVER_KEEP_SECONDS": "0",
     }
 )
 for _name in (

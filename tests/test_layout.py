@@ -25,6 +25,8 @@ RANKS = {
     "cli": 8,
     "ledger_cli": 8,
     "cli_server": 8,
+    "kept_server": 8,
+    "kept_server_app": 8,
     "__init__": 9,
 }
 #: Parts that run without Prefect installed in the process's import graph.

@@ -1,0 +1,164 @@
+"""Where the `omnihuman` command's kept Prefect server is found, and who is using it.
+
+The temporary Prefect server a command starts (when no PREFECT_API_URL is set) is kept
+running for `OMNIHUMAN_SERVER_KEEP_SECONDS` (default 300) after the last command that used
+it, so the next command in the same PREFECT_HOME uses it instead of spending seconds
+starting its own. Three files in `PREFECT_HOME/omnihuman` coordinate the commands and the
+server, all on one machine (file locks; POSIX only):
+
+- `kept-server.json`: the server's pid and port, and what it was started with;
+- `kept-server.lock`: held while a command finds or starts the server, and while the server
+  decides whether to stop, so a command never picks a server that is stopping;
+- `kept-server.users`: every command using the server holds a shared lock on it and touches
+  it when done; the server stops once it can lock it alone and it was last touched `keep`
+  seconds ago.
+
+Nothing here imports Prefect: the command calls it before its imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import IO
+
+#: Seconds the temporary server is kept after the last command that used it; 0: not kept.
+KEEP_SECONDS_VARIABLE = "OMNIHUMAN_SERVER_KEEP_SECONDS"
+DEFAULT_KEEP_SECONDS = 300.0
+#: The kept server's app: Prefect's, plus the thread that stops it when unused.
+APP_FACTORY = "prefect_omnihuman.kept_server_app:create_app"
+
+# Settings the server does not read: commands that differ only in these share a server.
+_CLIENT_SETTINGS = (
+    "PREFECT_API_KEY",
+    "PREFECT_API_URL",
+    "PREFECT_CLIENT_",
+    "PREFECT_DEPLOYMENTS_",
+    "PREFECT_FLOWS_",
+    "PREFECT_LOCAL_STORAGE_PATH",
+    "PREFECT_LOGGING_",
+    "PREFECT_RESULTS_",
+    "PREFECT_RUNNER_",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+    "PREFECT_TASKS_",
+    "PREFECT_TASK_",
+    "PREFECT_WORKER_",
+)
+
+
+def keep_seconds() -> float:
+    """`OMNIHUMAN_SERVER_KEEP_SECONDS` as seconds (default 300); `ValueError` naming the fix."""
+    raw = os.environ.get(KEEP_SECONDS_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_KEEP_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(
+            f"{KEEP_SECONDS_VARIABLE}={raw!r} is not a number of seconds: set it to the "
+            f"seconds the temporary Prefect server is kept for the next command (default "
+            f"{DEFAULT_KEEP_SECONDS:g}), or 0 to stop it with the command"
+        )
+    return seconds
+
+
+class KeptServerFiles:
+    """The kept server's files in one Prefect home."""
+
+    def __init__(self, home: Path) -> None:
+        self.folder = home / "omnihuman"
+        self.record = self.folder / "kept-server.json"
+        self.lock = self.folder / "kept-server.lock"
+        self.users = self.folder / "kept-server.users"
+        self.log = self.folder / "kept-server.log"
+
+    @classmethod
+    def of_this_process(cls) -> KeptServerFiles:
+        """The files in this process's PREFECT_HOME (Prefect's default: ~/.prefect)."""
+        return cls(Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser())
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the lock under which the server is found, started, or stops."""
+        import fcntl  # POSIX only, as the kept server is
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.lock.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def open_users(self) -> IO[str]:
+        """A handle on the users file, for one command's (or the server's) lock."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.users.open("a")
+
+    @staticmethod
+    def use(users: IO[str]) -> None:
+        """Take a command's shared lock on the users file (closing `users` lets it go)."""
+        import fcntl
+
+        fcntl.flock(users, fcntl.LOCK_SH)
+
+
+@dataclass(frozen=True)
+class KeptServerRecord:
+    """The kept server, as `kept-server.json` names it."""
+
+    pid: int
+    port: int
+    identity: str
+
+    @classmethod
+    def read(cls, files: KeptServerFiles) -> KeptServerRecord | None:
+        """The record, or None when there is none or it is not one (a new server replaces it)."""
+        try:
+            fields = json.loads(files.record.read_text())
+            return cls(int(fields["pid"]), int(fields["port"]), str(fields["identity"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, files: KeptServerFiles) -> None:
+        partial = files.record.with_suffix(".json.partial")
+        partial.write_text(json.dumps(asdict(self)))
+        partial.replace(files.record)
+
+    def is_running(self) -> bool:
+        """Whether the process is still there (it may be starting, or stopping unregistered)."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:  # Linux: an exited server not yet reaped (no init to do it) is a zombie
+            return Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return True
+
+
+def server_identity() -> str:
+    """What the server was started with: this Python, this Prefect, and the server's settings.
+
+    A command whose identity differs starts a server of its own (which then replaces the
+    record), as a kept server would otherwise serve it with other code or another database.
+    """
+    settings = {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith("PREFECT_") and not name.startswith(_CLIENT_SETTINGS)
+    }
+    described = json.dumps(
+        {"python": sys.executable, "prefect": version("prefect"), "settings": settings},
+        sort_keys=True,
+    )
+    return hashlib.sha256(described.encode()).hexdigest()[:16]

@@ -1,0 +1,128 @@
+"""The temporary Prefect server `omnihuman generate` keeps for the next command in its home.
+
+Real commands in child processes, one fresh Prefect home (seeded with a migrated
+database), the emulator over HTTP. The rest of the suite runs its commands with
+OMNIHUMAN_SERVER_KEEP_SECONDS=0 (conftest), so none of their servers outlives its test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from prefect_omnihuman.emulator import AssetHost, Emulator
+from prefect_omnihuman.kept_server import KEEP_SECONDS_VARIABLE, KeptServerFiles, KeptServerRecord
+from prefect_omnihuman.media.samples import write_sample_portrait, write_sample_voice
+
+from ..conftest import TEST_KEY
+from ..prefect_db import seed_home
+
+OMNIHUMAN = str(Path(sys.executable).with_name("omnihuman"))
+KEEP_SECONDS = 3
+
+
+def generate(
+    host: AssetHost, emulator: Emulator, folder: Path, name: str, env: dict[str, str]
+) -> subprocess.Popen[str]:
+    """`omnihuman generate` of a new voice track (in `folder`, which `host` serves)."""
+    write_sample_voice(folder / f"{name}.wav", seconds=1.0 + len(name) / 10)
+    write_sample_portrait(folder / "portrait.png")
+    return subprocess.Popen(
+        [
+            OMNIHUMAN, "generate",
+            "--image", host.url_for("portrait.png"), "--audio", host.url_for(f"{name}.wav"),
+            "--out", str(folder / f"{name}.mp4"), "--base-url", emulator.url,
+            "--max-poll-interval", "0.3",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def finished(process: subprocess.Popen[str]) -> str:
+    """The command's log, once it has exited 0."""
+    _, log = process.communicate(timeout=300)
+    assert process.returncode == 0, log[-3000:]
+    return log
+
+
+def test_commands_in_one_home_share_the_kept_server_and_it_stops_once_unused(
+    emulator: Emulator, prefect_database: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "prefect-home"
+    seed_home(home, prefect_database)
+    files = KeptServerFiles(home)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AIMLAPI_"))},
+        "PREFECT_HOME": str(home),
+        "AIMLAPI_API_KEY": TEST_KEY,
+        KEEP_SECONDS_VARIABLE: str(KEEP_SECONDS),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    }
+    record = None
+    with AssetHost(tmp_path) as asset_host:
+        try:
+            # Two commands at once: one starts the server, the other waits for it.
+            together = [generate(asset_host, emulator, tmp_path, name, env) for name in ("a", "bb")]
+            logs = [finished(process) for process in together]
+            assert sorted("started by this command" in log for log in logs) == [False, True], logs
+            assert sum("started by another command" in log for log in logs) == 1
+            record = KeptServerRecord.read(files)
+            assert record and record.is_running()
+
+            # A later command uses the same server.
+            later = finished(generate(asset_host, emulator, tmp_path, "ccc", env))
+            assert "started by another command" in later
+            assert KeptServerRecord.read(files) == record
+            assert emulator.stats().accepted_posts == 3
+
+            # Its three flow runs are in the home's database, and the API key never reached
+            # the server's environment.
+            api_url = f"http://127.0.0.1:{record.port}/api"
+            with (
+                temporary_settings({PREFECT_API_URL: api_url}),
+                get_client(sync_client=True) as client,
+            ):
+                runs = client.read_flow_runs()
+            assert sorted(run.state_type for run in runs) == [StateType.COMPLETED] * 3
+            assert TEST_KEY.encode() not in Path(f"/proc/{record.pid}/environ").read_bytes()
+
+            # No command uses it: it stops after the keep time, and its record goes with it.
+            deadline = time.monotonic() + KEEP_SECONDS + 30
+            while record.is_running() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not record.is_running(), "the kept server did not stop once unused"
+            assert not files.record.exists()
+        finally:
+            if record and record.is_running():
+                os.kill(record.pid, signal.SIGKILL)
+
+
+def test_a_bad_keep_time_fails_with_one_line_naming_the_variable(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AIMLAPI_"))},
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "AIMLAPI_API_KEY": TEST_KEY,
+        KEEP_SECONDS_VARIABLE: "five minutes",
+    }
+    with AssetHost(tmp_path) as host:
+        process = generate(host, emulator, tmp_path, "a", env)
+    _, log = process.communicate(timeout=120)
+    assert process.returncode == 1
+    (line,) = log.strip().splitlines()
+    assert f"{KEEP_SECONDS_VARIABLE}='five minutes' is not a number of seconds" in line
+    assert "or 0 to stop it with the command" in line
+    assert emulator.stats().accepted_posts == 0
+    assert not (tmp_path / "prefect-home" / "omnihuman").exists()
