@@ -45,9 +45,10 @@ class _WithoutTracebacks(logging.Formatter):
 
 
 def _configure_logging(verbose: bool) -> None:
-    from prefect.logging.configuration import setup_logging
+    from prefect.logging import configuration
 
-    setup_logging()
+    if not configuration.PROCESS_LOGGING_CONFIG:  # importing Prefect usually set it up
+        configuration.setup_logging()
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(RichHandler(console=console, show_path=False))
