@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from prefect_omnihuman.cli_server import prefect_api
+from prefect_omnihuman.cli_server import drain_prefect_senders, prefect_api
 from prefect_omnihuman.errors import OmniHumanError
 from prefect_omnihuman.kept_server import keep_seconds
 
@@ -70,6 +70,9 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _fail(error: BaseException) -> typer.Exit:
+    # Prefect's event and log senders first: stopped with items queued, they warn on stderr,
+    # and the reason must stay the command's last line.
+    drain_prefect_senders()
     reason = " ".join(str(error).split()) or type(error).__name__
     console.print(f"[red]error[/red]: {type(error).__name__}: {reason}", soft_wrap=True)
     return typer.Exit(code=1)
@@ -360,6 +363,7 @@ def batch(
             raise _fail(error) from None
     if not isinstance(outcome, BatchResult):
         raise _fail(outcome if isinstance(outcome, BaseException) else RuntimeError(state.message))
+    drain_prefect_senders()  # as in _fail: the rows' reasons stay the command's last lines
     console.print(outcome_table(outcome))
     for row in outcome.rows:
         if row.location:

@@ -42,6 +42,7 @@ from prefect_omnihuman.kept_server import (
 STOP_GRACE_SECONDS = 1.0
 
 _log = logging.getLogger("prefect_omnihuman.cli")
+_TEMPORARY_SERVER = "the temporary Prefect server"
 # The server needs none of the command's secrets (API keys, cloud credentials).
 _SECRET_NAME_PARTS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
 
@@ -50,8 +51,11 @@ class _HealthWatch:
     """A thread that waits for a Prefect API to answer `/health`, or for `exited` to give
     a reason it never will."""
 
-    def __init__(self, api_url: str, exited: Callable[[], str | None]) -> None:
+    def __init__(
+        self, api_url: str, exited: Callable[[], str | None], name: str = _TEMPORARY_SERVER
+    ) -> None:
         self.api_url = api_url
+        self.name = name
         self.ready = threading.Event()
         self.failure: str | None = None
         threading.Thread(target=self._watch, args=(exited,), daemon=True).start()
@@ -77,7 +81,7 @@ class _HealthWatch:
         """Block until the API answers; raise `ConnectionError` if it cannot start."""
         timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 90))
         if not self.ready.wait(timeout):
-            self.failure = f"the temporary Prefect server did not start within {timeout:g} s"
+            self.failure = f"{self.name} did not answer within {timeout:g} s"
         if self.failure:
             raise ConnectionError(
                 f"{self.failure}; set PREFECT_API_URL to a running Prefect server, or raise "
@@ -157,7 +161,7 @@ class TemporaryPrefectServer:
         """Stop the server once this process's logs and events have reached it."""
         if self.process.poll() is not None:
             return
-        _drain_prefect_senders()
+        drain_prefect_senders()
         # Every state and log is committed by now, and SQLite survives a kill: a graceful
         # shutdown (stopping the server's services) only makes the command wait.
         self.process.terminate()
@@ -191,7 +195,16 @@ class KeptPrefectServer:
         self._users = users
         self._files = files
         self._keep = keep
-        self.health = started.health if started else _HealthWatch(self.api_url, self._gone)
+        self.health = (
+            started.health
+            if started
+            else _HealthWatch(
+                self.api_url,
+                self._gone,
+                f"the kept temporary Prefect server (pid {self.pid}, its log {files.log}; "
+                f"{KEEP_SECONDS_VARIABLE}=0 makes each command start its own)",
+            )
+        )
 
     def _gone(self) -> str | None:
         if KeptServerRecord(self.pid, 0, "").is_running():
@@ -212,7 +225,7 @@ class KeptPrefectServer:
         """Let go of the server once this process's logs and events have reached it."""
         if self._users.closed:
             return
-        _drain_prefect_senders()
+        drain_prefect_senders()
         self._files.users.touch()  # the keep time counts from now
         self._users.close()  # and the shared lock goes with it
 
@@ -224,7 +237,7 @@ class KeptPrefectServer:
 PrefectServer = TemporaryPrefectServer | KeptPrefectServer
 
 
-def _drain_prefect_senders() -> None:
+def drain_prefect_senders() -> None:
     """Wait (a few seconds at most) for this process's logs and events to reach the API."""
     if "prefect" in sys.modules:
         from prefect.events.worker import EventsWorker

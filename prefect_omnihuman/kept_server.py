@@ -147,7 +147,8 @@ class KeptServerRecord:
 
 
 def server_identity() -> str:
-    """What the server was started with: this Python, this Prefect, and the server's settings.
+    """What the server was started with: this Python, Prefect, this package and the server's
+    settings.
 
     A command whose identity differs starts a server of its own (which then replaces the
     record), as a kept server would otherwise serve it with other code or another database.
@@ -158,7 +159,12 @@ def server_identity() -> str:
         if name.startswith("PREFECT_") and not name.startswith(_CLIENT_SETTINGS)
     }
     described = json.dumps(
-        {"python": sys.executable, "prefect": version("prefect"), "settings": settings},
+        {
+            "python": sys.executable,
+            "prefect": version("prefect"),
+            "prefect-omnihuman": version("prefect-omnihuman"),
+            "settings": settings,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(described.encode()).hexdigest()[:16]
