@@ -35,6 +35,7 @@ from prefect_omnihuman.kept_server import (
     KeptServerFiles,
     KeptServerRecord,
     keep_seconds,
+    process_is_running,
     server_identity,
 )
 
@@ -207,7 +208,7 @@ class KeptPrefectServer:
         )
 
     def _gone(self) -> str | None:
-        if KeptServerRecord(self.pid, 0, "").is_running():
+        if process_is_running(self.pid):
             return None
         return f"the kept temporary Prefect server (pid {self.pid}) has stopped"
 

@@ -133,17 +133,22 @@ class KeptServerRecord:
         partial.replace(files.record)
 
     def is_running(self) -> bool:
-        """Whether the process is still there (it may be starting, or stopping unregistered)."""
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:  # Linux: an exited server not yet reaped (no init to do it) is a zombie
-            return Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return True
+        """Whether the server's process is still there (starting, serving, or stopping)."""
+        return process_is_running(self.pid)
+
+
+def process_is_running(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: an exited server not yet reaped (no init to do it) is a zombie
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def server_identity() -> str:
