@@ -31,6 +31,7 @@ from typing import IO
 
 from prefect_omnihuman.kept_server import (
     APP_FACTORY,
+    IDENTITY_VARIABLE,
     KEEP_SECONDS_VARIABLE,
     KeptServerFiles,
     KeptServerRecord,
@@ -44,8 +45,15 @@ STOP_GRACE_SECONDS = 1.0
 
 _log = logging.getLogger("prefect_omnihuman.cli")
 _TEMPORARY_SERVER = "the temporary Prefect server"
-# The server needs none of the command's secrets (API keys, cloud credentials).
+# The server needs none of the command's secrets (API keys, cloud credentials), but for
+# its own settings (a database password).
 _SECRET_NAME_PARTS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
+_SERVER_SETTINGS = ("PREFECT_SERVER_", "PREFECT_API_DATABASE_")
+
+
+def _is_secret(name: str) -> bool:
+    upper = name.upper()
+    return not upper.startswith(_SERVER_SETTINGS) and any(p in upper for p in _SECRET_NAME_PARTS)
 
 
 class _HealthWatch:
@@ -101,7 +109,7 @@ class TemporaryPrefectServer:
     when unused, and its output goes to their log.
     """
 
-    def __init__(self, kept: KeptServerFiles | None = None) -> None:
+    def __init__(self, kept: KeptServerFiles | None = None, identity: str = "") -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
@@ -114,18 +122,15 @@ class TemporaryPrefectServer:
             # every installed collection) saves about 1.2 s of its start.
             "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
             "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
-            **{
-                name: value
-                for name, value in os.environ.items()
-                if name.startswith("PREFECT_") or not any(p in name for p in _SECRET_NAME_PARTS)
-            },
+            **{name: value for name, value in os.environ.items() if not _is_secret(name)},
+            **({IDENTITY_VARIABLE: identity} if kept else {}),
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
         }
         factory = APP_FACTORY if kept else "prefect.server.api.server:create_app"
         self.log = kept.log if kept else None
-        output = self.log.open("wb") if self.log else None
+        output = self.log.open("ab") if self.log else None
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "uvicorn",
@@ -142,7 +147,7 @@ class TemporaryPrefectServer:
         )  # fmt: skip
         if output:
             output.close()
-        else:
+        if not kept:
             # Stopped however the command ends, even before it reaches `prefect_api`.
             atexit.register(self.stop)
         self.health = _HealthWatch(self.api_url, self._exit_reason)
@@ -193,6 +198,8 @@ class KeptPrefectServer:
         self.api_url = f"http://127.0.0.1:{record.port}/api"
         self.pid = record.pid
         self.started_here = started is not None
+        self._record = record
+        self._started = started
         self._users = users
         self._files = files
         self._keep = keep
@@ -231,8 +238,14 @@ class KeptPrefectServer:
         self._users.close()  # and the shared lock goes with it
 
     def discard(self) -> None:
-        """Let go of the server unused (the command found another Prefect API)."""
+        """Let go of the server unused (the command found another Prefect API); one this
+        command started is unlisted and stopped, as no command asked for it."""
         self._users.close()
+        if self._started:
+            with self._files.locked():
+                if KeptServerRecord.read(self._files) == self._record:
+                    self._files.record.unlink(missing_ok=True)
+            self._started.discard()
 
 
 PrefectServer = TemporaryPrefectServer | KeptPrefectServer
@@ -254,17 +267,21 @@ def start_temporary_server() -> PrefectServer:
     keep = keep_seconds()
     if keep <= 0 or os.name != "posix":
         return TemporaryPrefectServer()
-    files = KeptServerFiles.of_this_process()
     identity = server_identity()
+    files = KeptServerFiles.of_this_process(identity)
     users = files.open_users()
-    with files.locked():
-        record = KeptServerRecord.read(files)
-        started = None
-        if record is None or record.identity != identity or not record.is_running():
-            started = TemporaryPrefectServer(kept=files)
-            record = KeptServerRecord(started.process.pid, started.port, identity)
-            record.write(files)
-        files.use(users)
+    try:
+        with files.locked():
+            record = KeptServerRecord.read(files)
+            started = None
+            if record is None or record.identity != identity or not record.is_running():
+                started = TemporaryPrefectServer(kept=files, identity=identity)
+                record = KeptServerRecord(started.process.pid, started.port, identity)
+                record.write(files)
+            files.use(users)
+    except BaseException:
+        users.close()
+        raise
     return KeptPrefectServer(record, users, files, started, keep)
 
 

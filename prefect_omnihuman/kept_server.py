@@ -6,12 +6,12 @@ it, so the next command in the same PREFECT_HOME uses it instead of spending sec
 starting its own. Three files in `PREFECT_HOME/omnihuman` coordinate the commands and the
 server, all on one machine (file locks; POSIX only):
 
-- `kept-server.json`: the server's pid and port, and what it was started with;
+- `kept-server.json`: the server's pid and port, and its identity (what it was started with);
 - `kept-server.lock`: held while a command finds or starts the server, and while the server
   decides whether to stop, so a command never picks a server that is stopping;
-- `kept-server.users`: every command using the server holds a shared lock on it and touches
-  it when done; the server stops once it can lock it alone and it was last touched `keep`
-  seconds ago.
+- `kept-server-<identity>.users`: every command using that server holds a shared lock on it
+  and touches it when done; the server stops once it can lock it alone and it was last
+  touched `keep` seconds ago (its output goes to `kept-server-<identity>.log`).
 
 Nothing here imports Prefect: the command calls it before its imports.
 """
@@ -35,6 +35,8 @@ KEEP_SECONDS_VARIABLE = "OMNIHUMAN_SERVER_KEEP_SECONDS"
 DEFAULT_KEEP_SECONDS = 300.0
 #: The kept server's app: Prefect's, plus the thread that stops it when unused.
 APP_FACTORY = "prefect_omnihuman.kept_server_app:create_app"
+#: Tells the kept server its identity, so it uses that identity's users file.
+IDENTITY_VARIABLE = "OMNIHUMAN_KEPT_SERVER_IDENTITY"
 
 # Settings the server does not read: commands that differ only in these share a server.
 _CLIENT_SETTINGS = (
@@ -52,6 +54,10 @@ _CLIENT_SETTINGS = (
     "PREFECT_TASK_",
     "PREFECT_WORKER_",
 )
+
+
+# Prefect reads settings from these files in the working directory too.
+_SETTINGS_FILES = ("prefect.toml", ".env", "pyproject.toml")
 
 
 def keep_seconds() -> float:
@@ -73,26 +79,29 @@ def keep_seconds() -> float:
 
 
 class KeptServerFiles:
-    """The kept server's files in one Prefect home."""
+    """The kept server's files in one Prefect home: the record and the lock, and the users
+    file and log of servers of one identity (any, when only the record is read)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, identity: str = "") -> None:
         self.folder = home / "omnihuman"
         self.record = self.folder / "kept-server.json"
         self.lock = self.folder / "kept-server.lock"
-        self.users = self.folder / "kept-server.users"
-        self.log = self.folder / "kept-server.log"
+        self.users = self.folder / f"kept-server-{identity}.users"
+        self.log = self.folder / f"kept-server-{identity}.log"
 
     @classmethod
-    def of_this_process(cls) -> KeptServerFiles:
+    def of_this_process(cls, identity: str) -> KeptServerFiles:
         """The files in this process's PREFECT_HOME (Prefect's default: ~/.prefect)."""
-        return cls(Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser())
+        return cls(Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser(), identity)
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the lock under which the server is found, started, or stops."""
+    def locked(self, create: bool = True) -> Iterator[None]:
+        """Hold the lock under which the server is found, started, or stops (`create`: make
+        the folder if it is missing; else `FileNotFoundError`)."""
         import fcntl  # POSIX only, as the kept server is
 
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.folder.mkdir(parents=True, exist_ok=True)
         with self.lock.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
@@ -128,13 +137,22 @@ class KeptServerRecord:
             return None
 
     def write(self, files: KeptServerFiles) -> None:
+        """Replace the record at once (a reader sees the old one or this one)."""
         partial = files.record.with_suffix(".json.partial")
         partial.write_text(json.dumps(asdict(self)))
         partial.replace(files.record)
 
     def is_running(self) -> bool:
-        """Whether the server's process is still there (starting, serving, or stopping)."""
-        return process_is_running(self.pid)
+        """Whether the recorded server is still there (starting, serving, or stopping): its
+        pid lives and, where /proc shows it, runs the kept server's app on the recorded port
+        (after a reboot or in a new container the pid may belong to anything)."""
+        if not process_is_running(self.pid):
+            return False
+        try:
+            arguments = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return not Path("/proc/self").exists()
+        return APP_FACTORY.encode() in arguments and str(self.port).encode() in arguments
 
 
 def process_is_running(pid: int) -> bool:
@@ -152,8 +170,9 @@ def process_is_running(pid: int) -> bool:
 
 
 def server_identity() -> str:
-    """What the server was started with: this Python, Prefect, this package and the server's
-    settings.
+    """What the server was started with: this Python, Prefect and this package, the server's
+    settings in the environment, and the files Prefect reads settings from (the profiles, and
+    `prefect.toml`, `.env` and `pyproject.toml` in the working directory).
 
     A command whose identity differs starts a server of its own (which then replaces the
     record), as a kept server would otherwise serve it with other code or another database.
@@ -161,7 +180,14 @@ def server_identity() -> str:
     settings = {
         name: value
         for name, value in os.environ.items()
-        if name.startswith("PREFECT_") and not name.startswith(_CLIENT_SETTINGS)
+        if name.upper().startswith("PREFECT_") and not name.upper().startswith(_CLIENT_SETTINGS)
+    }
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    profiles = os.environ.get("PREFECT_PROFILES_PATH") or str(home / "profiles.toml")
+    files = {
+        str(path): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in (Path(profiles), *(Path.cwd() / n for n in _SETTINGS_FILES))
+        if path.is_file()
     }
     described = json.dumps(
         {
@@ -169,6 +195,7 @@ def server_identity() -> str:
             "prefect": version("prefect"),
             "prefect-omnihuman": version("prefect-omnihuman"),
             "settings": settings,
+            "files": files,
         },
         sort_keys=True,
     )

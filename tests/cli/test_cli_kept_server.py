@@ -26,7 +26,7 @@ from ..conftest import TEST_KEY
 from ..prefect_db import seed_home
 
 OMNIHUMAN = str(Path(sys.executable).with_name("omnihuman"))
-KEEP_SECONDS = 3
+KEEP_SECONDS = 8  # a command's start-up under load stays well within it
 
 
 def generate(
@@ -34,7 +34,6 @@ def generate(
 ) -> subprocess.Popen[str]:
     """`omnihuman generate` of a new voice track (in `folder`, which `host` serves)."""
     write_sample_voice(folder / f"{name}.wav", seconds=1.0 + len(name) / 10)
-    write_sample_portrait(folder / "portrait.png")
     return subprocess.Popen(
         [
             OMNIHUMAN, "generate",
@@ -70,6 +69,7 @@ def test_commands_in_one_home_share_the_kept_server_and_it_stops_once_unused(
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
     record = None
+    write_sample_portrait(tmp_path / "portrait.png")
     with AssetHost(tmp_path) as asset_host:
         try:
             # Two commands at once: one starts the server, the other waits for it.
@@ -117,6 +117,7 @@ def test_a_bad_keep_time_fails_with_one_line_naming_the_variable(
         "AIMLAPI_API_KEY": TEST_KEY,
         KEEP_SECONDS_VARIABLE: "five minutes",
     }
+    write_sample_portrait(tmp_path / "portrait.png")
     with AssetHost(tmp_path) as host:
         process = generate(host, emulator, tmp_path, "a", env)
     _, log = process.communicate(timeout=120)
@@ -126,3 +127,16 @@ def test_a_bad_keep_time_fails_with_one_line_naming_the_variable(
     assert "or 0 to stop it with the command" in line
     assert emulator.stats().accepted_posts == 0
     assert not (tmp_path / "prefect-home" / "omnihuman").exists()
+
+
+def test_a_record_naming_another_process_or_unreadable_is_no_server(tmp_path: Path) -> None:
+    """After a reboot, or in a new container on the same home, the recorded pid may belong to
+    anything: only the kept server's app on the recorded port counts."""
+    files = KeptServerFiles(tmp_path)
+    files.folder.mkdir(parents=True)
+    KeptServerRecord(os.getpid(), 41234, "some-identity").write(files)
+    record = KeptServerRecord.read(files)
+    assert record == KeptServerRecord(os.getpid(), 41234, "some-identity")
+    assert not record.is_running()  # this process lives, but it is no kept server
+    files.record.write_text("{not json")
+    assert KeptServerRecord.read(files) is None
