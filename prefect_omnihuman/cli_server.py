@@ -8,7 +8,9 @@ PREFECT_API_URL is set. The command starts the same server itself instead:
 - in a session of its own, so a signal sent to the command's process group (`timeout`, a
   terminal) reaches the command only: the command records the run as Crashed on a live
   server, then stops the server last;
-- stopped without waiting for a graceful shutdown once the run's logs and events are in.
+- kept for the next command in the same PREFECT_HOME (`kept_server`), or, with
+  OMNIHUMAN_SERVER_KEEP_SECONDS=0, stopped without waiting for a graceful shutdown once the
+  run's logs and events are in.
 """
 
 from __future__ import annotations
