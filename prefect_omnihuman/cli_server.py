@@ -38,7 +38,6 @@ from prefect_omnihuman.kept_server import (
     KeptServerFiles,
     KeptServerRecord,
     keep_seconds,
-    process_is_running,
     server_identity,
 )
 
@@ -217,7 +216,7 @@ class KeptPrefectServer:
         )
 
     def _gone(self) -> str | None:
-        if process_is_running(self.pid):
+        if self._record.is_running():
             return None
         return f"the kept temporary Prefect server (pid {self.pid}) has stopped"
 

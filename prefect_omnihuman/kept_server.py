@@ -55,7 +55,6 @@ _CLIENT_SETTINGS = (
     "PREFECT_WORKER_",
 )
 
-
 # Prefect reads settings from these files in the working directory too.
 _SETTINGS_FILES = ("prefect.toml", ".env", "pyproject.toml")
 
@@ -92,7 +91,7 @@ class KeptServerFiles:
     @classmethod
     def of_this_process(cls, identity: str) -> KeptServerFiles:
         """The files in this process's PREFECT_HOME (Prefect's default: ~/.prefect)."""
-        return cls(Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser(), identity)
+        return cls(_prefect_home(), identity)
 
     @contextmanager
     def locked(self, create: bool = True) -> Iterator[None]:
@@ -155,6 +154,12 @@ class KeptServerRecord:
         return APP_FACTORY.encode() in arguments and str(self.port).encode() in arguments
 
 
+def _prefect_home() -> Path:
+    """PREFECT_HOME as Prefect reads it from the environment (default ~/.prefect), without
+    importing Prefect."""
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
 def process_is_running(pid: int) -> bool:
     """Whether process `pid` exists and has not exited."""
     try:
@@ -182,8 +187,7 @@ def server_identity() -> str:
         for name, value in os.environ.items()
         if name.upper().startswith("PREFECT_") and not name.upper().startswith(_CLIENT_SETTINGS)
     }
-    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
-    profiles = os.environ.get("PREFECT_PROFILES_PATH") or str(home / "profiles.toml")
+    profiles = os.environ.get("PREFECT_PROFILES_PATH") or str(_prefect_home() / "profiles.toml")
     files = {
         str(path): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in (Path(profiles), *(Path.cwd() / n for n in _SETTINGS_FILES))
