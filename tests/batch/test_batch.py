@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+)
 from prefect.client.schemas.objects import State
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 from prefect.events.worker import EventsWorker
@@ -129,6 +133,10 @@ def test_two_bad_rows_are_reported_and_the_others_run_concurrently_within_the_li
         flow_runs = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
         artifacts = {a.key: a for a in client.read_artifacts(flow_run_filter=flow_runs) if a.key}
         parameters = client.read_flow_run(state.state_details.flow_run_id).parameters  # type: ignore[arg-type]
+        parent = FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])
+        rows = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=parent))
+    # Each row is a subflow run named after it (the bad rows fail in theirs).
+    assert sorted(run.name for run in rows) == sorted(f"row-{n}" for n in range(1, 9))
     recorded = [str(parameters), state.message or "", result.model_dump_json()]
     recorded += [str(artifact.data) for artifact in artifacts.values()]
     assert not [text for text in recorded if TEST_KEY in text]
