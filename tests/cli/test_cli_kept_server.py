@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -96,6 +97,9 @@ def test_commands_in_one_home_share_the_kept_server_and_it_stops_once_unused(
                 runs = client.read_flow_runs()
             assert sorted(run.state_type for run in runs) == [StateType.COMPLETED] * 3
             assert TEST_KEY.encode() not in Path(f"/proc/{record.pid}/environ").read_bytes()
+            # Nor does it run the automation services.
+            settings = httpx.get(f"{api_url}/admin/settings", timeout=10).json()
+            assert settings["server"]["services"]["triggers"]["enabled"] is False
 
             # No command uses it: it stops after the keep time, and its record goes with it.
             deadline = time.monotonic() + KEEP_SECONDS + 30
