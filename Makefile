@@ -8,8 +8,8 @@ INSTALLED := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY := false
-# The venvs are installed without byte-compiling (below), so each process must be free to cache
-# the modules it compiles: with PYTHONDONTWRITEBYTECODE set, every one would compile Prefect anew.
+# Processes cache the modules they compile (the project's own, and the compat venv's, installed
+# without byte-compiling): with PYTHONDONTWRITEBYTECODE set, each would compile them anew.
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test suite checks compat-smoke test-long test-compat lint typecheck browser \
@@ -27,15 +27,13 @@ COMPAT_SMOKE := tests/storage/test_ledger.py tests/api/test_models.py \
 	tests/workflows/test_flow.py::test_the_summary_and_the_result_show_the_cost_in_dollars_and_a_reuse_costs_nothing
 
 # constraints.txt pins the versions the suite was last run with, so every machine installs the same.
-# --no-compile: pip would byte-compile all of the venv's 12,000 files, about 55 of the install's
-# 90 CPU seconds; the 2,400 or so that the demo and the tests import are compiled on first
-# import instead (about 10 CPU seconds).
+# This venv is byte-compiled as pip installs it: compiled on first import instead, Prefect's own
+# temporary server (the demo's) took longer than its 20 s to start in a new home.
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.10+ is required") if sys.version_info < (3, 10) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-compile -c constraints.txt \
-		-e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(INSTALLED)
@@ -96,6 +94,8 @@ test-long: $(INSTALLED)
 	$(BIN)/pytest -q tests/reliability --long
 	$(BIN)/pytest -q -n 2 --long -m long tests --ignore=tests/reliability
 
+# --no-compile: the smoke tests import about 2,400 of this venv's 12,000 files (compiled on first
+# import, about 10 CPU seconds); pip would compile all of them, about 45.
 $(COMPAT_VENV)/.packages: constraints-compat.txt
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
