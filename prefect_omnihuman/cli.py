@@ -250,20 +250,26 @@ def demo(
     verbose: Annotated[bool, typer.Option(help="Log debug details.")] = False,
 ) -> None:
     """Generate one talking video offline: sample inputs, the emulator, the flow, a real MP4."""
-    from prefect_omnihuman.demo import run_demo
-    from prefect_omnihuman.media.probe import probe_video
+    _check_server_keep_seconds()
+    # The commands' own temporary server: Prefect's would have 20 s to start, and in a new
+    # PREFECT_HOME its migrations and imports take longer on a small machine.
+    with prefect_api() as server:
+        _configure_logging(verbose)
+        from prefect_omnihuman.demo import run_demo
+        from prefect_omnihuman.media.probe import probe_video
 
-    _configure_logging(verbose)
-    try:
-        result = run_demo(out.resolve())
-    except OmniHumanError as error:
-        raise _fail(error) from None
-    info = probe_video(result.location)
-    console.print(
-        f"[green]Video ready[/green]: {info.duration:.2f} s, {info.width}x{info.height}, "
-        f"{info.video_codec} + {info.audio_codec}, generation {result.generation_id}"
-    )
-    print(result.location)
+        try:
+            if server:
+                server.wait_ready()
+            result = run_demo(out.resolve())
+        except (OmniHumanError, OSError) as error:
+            raise _fail(error) from None
+        info = probe_video(result.location)
+        console.print(
+            f"[green]Video ready[/green]: {info.duration:.2f} s, {info.width}x{info.height}, "
+            f"{info.video_codec} + {info.audio_codec}, generation {result.generation_id}"
+        )
+        print(result.location, flush=True)
 
 
 def _quiet_console_logs() -> None:

@@ -291,12 +291,12 @@ def start_temporary_server() -> PrefectServer:
 
 
 #: Commands that run flows, so need a Prefect API.
-_RUNS_FLOWS = ("generate", "batch")
+_RUNS_FLOWS = ("generate", "batch", "demo")
 _early_server: PrefectServer | None = None
 
 
 def start_server_early() -> None:
-    """When run as `omnihuman generate|batch`, start the temporary Prefect server now.
+    """When run as `omnihuman generate|batch|demo`, start the temporary Prefect server now.
 
     Called by the package's `__init__` before its imports (Prefect's take seconds), so the
     server boots meanwhile. Without PREFECT_API_URL in the environment only; a server set

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prefect_omnihuman.demo import run_demo
 from prefect_omnihuman.emulator import AssetHost, Emulator
 from prefect_omnihuman.media.probe import probe_audio, probe_video
 
@@ -128,12 +127,22 @@ def test_generate_with_too_long_audio_fails_before_any_post(
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.usefixtures("prefect_api")
-def test_demo_makes_a_real_video_from_generated_inputs(tmp_path: Path) -> None:
-    result = run_demo(tmp_path, time_scale=0.0045)
-    video = probe_video(result.location)
+def test_demo_command_makes_a_real_video_on_its_own_temporary_server(tmp_path: Path) -> None:
+    """`make demo`'s command, as a new user runs it: no PREFECT_API_URL, so the command's own
+    temporary server (Prefect's would have 20 s to start, too few in a new home)."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [OMNIHUMAN, "demo", "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Its flow ran on the command's server, not on one Prefect started for it.
+    assert "View at http://127.0.0.1:" in result.stderr
+    assert "Starting temporary server" not in result.stderr
+    location = result.stdout.strip().splitlines()[-1]
+    assert Path(location) == tmp_path / "omnihuman-demo.mp4"
+    video = probe_video(location)
     voice = probe_audio(tmp_path / "inputs" / "voice.wav")
-    assert Path(result.location) == tmp_path / "omnihuman-demo.mp4"
     assert video.video_codec == "h264" and video.audio_codec == "aac"
     assert abs(video.duration - voice.duration) <= 1 / 25 + 0.05
 
