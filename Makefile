@@ -27,8 +27,9 @@ COMPAT_SMOKE := tests/storage/test_ledger.py tests/api/test_models.py \
 	tests/workflows/test_flow.py::test_the_summary_and_the_result_show_the_cost_in_dollars_and_a_reuse_costs_nothing
 
 # constraints.txt pins the versions the suite was last run with, so every machine installs the same.
-# This venv is byte-compiled as pip installs it: compiled on first import instead, Prefect's own
-# temporary server (the demo's) took longer than its 20 s to start in a new home.
+# This venv is byte-compiled as pip installs it, so a new clone's first command compiles nothing
+# (`--no-compile`, as for the compat venv below, started the suite 30-40 s sooner; not measured
+# since with the demo's first run).
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.10+ is required") if sys.version_info < (3, 10) else None'
 	$(PYTHON) -m venv $(VENV)
