@@ -290,49 +290,31 @@ def generate_row(
 
     Call it inside a flow run (the row's pipeline becomes a subflow `row-N`).
     """
+    # What both kinds of row pass to their flow; a text row is spoken first.
+    arguments: dict[str, Any] = {
+        "image": row.image,
+        "destination": row.out,
+        "credentials": credentials,
+        "storage": storage,
+        "model": row.model,
+        "model_params": row.model_params,
+        "timeout": timeout,
+        "polling": polling,
+    }
     token = _current_row.set(row.row)
     try:
         with gated_by(gate):
             if row.narrated:
-                return _narrate(row, credentials, storage, timeout, polling)
-            return _row_video_flow()(
-                image=row.image,
-                audio=cast(str, row.audio),
-                destination=row.out,
-                credentials=credentials,
-                storage=storage,
-                model=row.model,
-                model_params=row.model_params,
-                timeout=timeout,
-                polling=polling,
-            )
+                if row.tts_model:
+                    arguments["tts_model"] = row.tts_model
+                made: OmniHumanResult = _row_narrated_flow()(
+                    text=cast(str, row.text), voice=row.voice, **arguments
+                )
+            else:
+                made = _row_video_flow()(audio=cast(str, row.audio), **arguments)
+            return made
     finally:
         _current_row.reset(token)
-
-
-def _narrate(
-    row: ManifestRow,
-    credentials: AimlApiCredentials,
-    storage: MediaStorage | None,
-    timeout: float,
-    polling: PollSchedule | None,
-) -> OmniHumanResult:
-    options: dict[str, Any] = {"voice": row.voice}
-    if row.tts_model:
-        options["tts_model"] = row.tts_model
-    result: OmniHumanResult = _row_narrated_flow()(
-        text=cast(str, row.text),
-        image=row.image,
-        destination=row.out,
-        credentials=credentials,
-        storage=storage,
-        model=row.model,
-        model_params=row.model_params,
-        timeout=timeout,
-        polling=polling,
-        **options,
-    )
-    return result
 
 
 def _price_rows(
