@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,13 +22,20 @@ from ..conftest import TEST_KEY, free_port
 OMNIHUMAN = str(Path(sys.executable).with_name("omnihuman"))
 
 
-def test_emulator_command_serves_the_api_until_stopped() -> None:
+@contextmanager
+def emulator_command(folder: Path, *args: str) -> Iterator[str]:
+    """`omnihuman emulator ARGS` on a free port: its URL once it answers. It must stop
+    within 10 s of SIGTERM; if it does not, SIGABRT makes it print every thread's stack
+    (PYTHONFAULTHANDLER) and the test fails with its output."""
     port = free_port()
-    server = subprocess.Popen(
-        [OMNIHUMAN, "emulator", "--port", str(port), "--api-key", "cli-key", "--time-scale", "0.1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log = folder / "emulator.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [OMNIHUMAN, "emulator", "--port", str(port), *args],
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -36,6 +46,19 @@ def test_emulator_command_serves_the_api_until_stopped() -> None:
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the emulator never answered"
                 time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGABRT)
+            server.wait(timeout=10)
+            pytest.fail(f"the emulator did not stop on SIGTERM:\n{log.read_text()[-6000:]}")
+
+
+def test_emulator_command_serves_the_api_until_stopped(tmp_path: Path) -> None:
+    with emulator_command(tmp_path, "--api-key", "cli-key", "--time-scale", "0.1") as url:
         unauthorized = httpx.get(f"{url}/v2/video/generations", params={"generation_id": "x"})
         authorized = httpx.get(
             f"{url}/v2/video/generations",
@@ -44,28 +67,13 @@ def test_emulator_command_serves_the_api_until_stopped() -> None:
         )
         assert unauthorized.status_code == 401
         assert authorized.status_code == 404
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
-def test_emulator_command_reports_the_status_words_it_is_told(asset_host: AssetHost) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [OMNIHUMAN, "emulator", "--port", str(port), "--api-key", "cli-key",
-         "--status-word", "queued=pending-x", "--status-word", "completed=succeeded"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/_emulator/health").is_success:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the emulator never answered"
-                time.sleep(0.1)
+def test_emulator_command_reports_the_status_words_it_is_told(
+    asset_host: AssetHost, tmp_path: Path
+) -> None:
+    words = ("--status-word", "queued=pending-x", "--status-word", "completed=succeeded")
+    with emulator_command(tmp_path, "--api-key", "cli-key", *words) as url:
         answer = httpx.post(
             f"{url}/v2/video/generations",
             json={
@@ -77,9 +85,6 @@ def test_emulator_command_reports_the_status_words_it_is_told(asset_host: AssetH
             timeout=30,
         )
         assert answer.status_code == 200 and answer.json()["status"] == "pending-x"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_emulator_command_refuses_an_unknown_status() -> None:
