@@ -44,10 +44,14 @@ class _WithoutTracebacks(logging.Formatter):
         return self.inner.format(record)
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, *, runs_flows: bool = False) -> None:
+    if runs_flows:
+        # Prefect sets its logging up when `prefect.main` (flows, tasks) is first imported:
+        # importing it now, rather than with the flows, sets it up once instead of twice.
+        import prefect.main  # noqa: F401
     from prefect.logging import configuration
 
-    if not configuration.PROCESS_LOGGING_CONFIG:  # importing Prefect usually set it up
+    if not configuration.PROCESS_LOGGING_CONFIG:
         configuration.setup_logging()
     root = logging.getLogger()
     if not root.handlers:
@@ -142,7 +146,7 @@ def generate(
         raise _fail(ValueError("give either --audio or --text (one of them)"))
     _check_server_keep_seconds()
     with prefect_api() as server:
-        _configure_logging(verbose)
+        _configure_logging(verbose, runs_flows=True)
         from prefect_omnihuman.api.client import check_reachable
         from prefect_omnihuman.api.models import DEFAULT_TTS_MODEL
         from prefect_omnihuman.workflows.block_loading import (
@@ -254,7 +258,7 @@ def demo(
     # The commands' own temporary server: Prefect's would have 20 s to start, and in a new
     # PREFECT_HOME its migrations and imports take longer on a small machine.
     with prefect_api() as server:
-        _configure_logging(verbose)
+        _configure_logging(verbose, runs_flows=True)
         from prefect_omnihuman.demo import run_demo
         from prefect_omnihuman.media.probe import probe_video
 
@@ -332,7 +336,7 @@ def batch(
     """
     _check_server_keep_seconds()
     with prefect_api() as server:
-        _configure_logging(verbose)
+        _configure_logging(verbose, runs_flows=True)
         if not verbose:
             _quiet_console_logs()
         from prefect_omnihuman.api.client import check_reachable

@@ -336,7 +336,13 @@ def prefect_api() -> Iterator[PrefectServer | None]:
         return
     server = early or start_temporary_server()
     try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
+        # No flow run heartbeats unless asked for: they serve automations (zombie flow
+        # runs), which this server runs without, and each flow run's end waits up to 1 s
+        # for the heartbeat thread's sleep.
+        with temporary_settings(
+            {PREFECT_API_URL: server.api_url},
+            set_defaults={"flows.heartbeat_frequency": None},
+        ):
             yield server
     finally:
         server.stop()

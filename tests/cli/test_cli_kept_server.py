@@ -56,6 +56,22 @@ def finished(process: subprocess.Popen[str]) -> str:
     return log
 
 
+def heartbeat_sources(api_url: str) -> set[str]:
+    """The flow runs that sent the server heartbeats, once its events are stored."""
+    deadline = time.monotonic() + 5
+    while True:
+        answer = httpx.post(
+            f"{api_url}/events/filter",
+            json={"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]}}},
+            timeout=10,
+        )
+        answer.raise_for_status()
+        sources = {event["resource"]["prefect.resource.id"] for event in answer.json()["events"]}
+        if sources or time.monotonic() > deadline:
+            return sources
+        time.sleep(0.2)
+
+
 def test_commands_in_one_home_share_the_kept_server_and_it_stops_once_unused(
     emulator: Emulator, prefect_database: Path, tmp_path: Path
 ) -> None:
@@ -68,6 +84,8 @@ def test_commands_in_one_home_share_the_kept_server_and_it_stops_once_unused(
         "AIMLAPI_API_KEY": TEST_KEY,
         KEEP_SECONDS_VARIABLE: str(KEEP_SECONDS),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        # The server stores events within 0.5 s, not 5 (well inside the keep time).
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
     }
     record = None
     write_sample_portrait(tmp_path / "portrait.png")
@@ -81,8 +99,9 @@ def test_commands_in_one_home_share_the_kept_server_and_it_stops_once_unused(
             record = KeptServerRecord.read(files)
             assert record and record.is_running()
 
-            # A later command uses the same server.
-            later = finished(generate(asset_host, emulator, tmp_path, "ccc", env))
+            # A later command uses the same server (asking for flow run heartbeats).
+            heartbeats = {**env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+            later = finished(generate(asset_host, emulator, tmp_path, "ccc", heartbeats))
             assert "started by another command" in later
             assert KeptServerRecord.read(files) == record
             assert emulator.stats().accepted_posts == 3
@@ -97,9 +116,12 @@ def test_commands_in_one_home_share_the_kept_server_and_it_stops_once_unused(
                 runs = client.read_flow_runs()
             assert sorted(run.state_type for run in runs) == [StateType.COMPLETED] * 3
             assert TEST_KEY.encode() not in Path(f"/proc/{record.pid}/environ").read_bytes()
-            # Nor does it run the automation services.
+            # Nor does it run the automation services, so flow runs send it no heartbeats
+            # (each run's end would wait for the heartbeat thread) unless asked to.
             settings = httpx.get(f"{api_url}/admin/settings", timeout=10).json()
             assert settings["server"]["services"]["triggers"]["enabled"] is False
+            asked = next(run for run in runs if str(run.parameters["audio"]).endswith("ccc.wav"))
+            assert heartbeat_sources(api_url) == {f"prefect.flow-run.{asked.id}"}
 
             # No command uses it: it stops after the keep time, and its record goes with it.
             deadline = time.monotonic() + KEEP_SECONDS + 30
