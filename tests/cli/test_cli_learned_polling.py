@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -83,8 +82,8 @@ def test_from_the_third_run_on_each_job_is_noticed_within_2_s_with_few_requests(
     print(json.dumps(measured))
     for name, jobs in measured.items():
         learned = jobs[2:]
-        assert all(lag <= 2.0 for lag, _ in learned), (name, jobs)
-        assert statistics.median(polls for _, polls in learned) <= 8, (name, jobs)
+        # Issue 10's acceptance, job by job: noticed within 2 s, with at most 8 requests.
+        assert all(lag <= 2.0 and polls <= 8 for lag, polls in learned), (name, jobs)
         # Every run (a new process) added its job to the history the next one learned from.
         history = tmp_path / name / "omnihuman" / "timing.json"
         (service,) = json.loads(history.read_text())["services"].values()
