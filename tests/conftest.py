@@ -191,7 +191,12 @@ def prefect_api(prefect_database: Path) -> Iterator[str]:
         os.environ["PREFECT_HOME"] = test_home
     try:
         server.wait_ready()
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        # The flows this process runs send no heartbeats, as on the commands' temporary
+        # server: each run's end would wait up to 1 s for Prefect's heartbeat thread.
+        with temporary_settings(
+            updates={PREFECT_API_URL: server.api_url},
+            set_defaults={"flows.heartbeat_frequency": None},
+        ):
             _inactive_status_poll_budget()
             yield server.api_url
     finally:

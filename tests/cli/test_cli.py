@@ -53,7 +53,11 @@ def emulator_command(folder: Path, *args: str) -> Iterator[str]:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.send_signal(signal.SIGABRT)
-            server.wait(timeout=10)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
             pytest.fail(f"the emulator did not stop on SIGTERM:\n{log.read_text()[-6000:]}")
 
 
