@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from prefect_omnihuman.kept_server import (
     APP_FACTORY,
@@ -40,6 +40,9 @@ from prefect_omnihuman.kept_server import (
     keep_seconds,
     server_identity,
 )
+
+if TYPE_CHECKING:
+    from prefect.settings.legacy import Setting
 
 #: Seconds the temporary server gets to stop by itself before it is killed.
 STOP_GRACE_SECONDS = 1.0
@@ -322,6 +325,20 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
+def heartbeats_off_by_default() -> dict[Setting, None]:
+    """Settings defaults (for `temporary_settings(set_defaults=...)`) under which flow runs
+    send no heartbeats unless the environment or a profile asks for them.
+
+    Prefect 3.9 sends one every 180 s by default (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`);
+    older releases have no such setting and send none unless asked.
+    """
+    try:
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+    except ImportError:
+        return {}
+    return {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+
+
 @contextmanager
 def prefect_api() -> Iterator[PrefectServer | None]:
     """A Prefect API for this command: the user's if configured, else a temporary server."""
@@ -340,8 +357,7 @@ def prefect_api() -> Iterator[PrefectServer | None]:
         # runs), which this server runs without, and each flow run's end waits up to 1 s
         # for the heartbeat thread's sleep.
         with temporary_settings(
-            {PREFECT_API_URL: server.api_url},
-            set_defaults={"flows.heartbeat_frequency": None},
+            {PREFECT_API_URL: server.api_url}, set_defaults=heartbeats_off_by_default()
         ):
             yield server
     finally:

@@ -180,7 +180,7 @@ def prefect_api(prefect_database: Path) -> Iterator[str]:
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from prefect_omnihuman.cli_server import TemporaryPrefectServer
+    from prefect_omnihuman.cli_server import TemporaryPrefectServer, heartbeats_off_by_default
 
     home = _TEST_HOME / "api-server"
     seed_home(home, prefect_database)
@@ -195,7 +195,7 @@ def prefect_api(prefect_database: Path) -> Iterator[str]:
         # server: each run's end would wait up to 1 s for Prefect's heartbeat thread.
         with temporary_settings(
             updates={PREFECT_API_URL: server.api_url},
-            set_defaults={"flows.heartbeat_frequency": None},
+            set_defaults=heartbeats_off_by_default(),
         ):
             _inactive_status_poll_budget()
             yield server.api_url
