@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -16,9 +18,11 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from prefect_omnihuman.cli_server import drain_prefect_senders, prefect_api
+from prefect_omnihuman.cli_server import PREFECT_IMPORT_WARNING, drain_prefect_senders, prefect_api
 from prefect_omnihuman.errors import OmniHumanError
 from prefect_omnihuman.kept_server import keep_seconds
+
+warnings.filterwarnings("ignore", message=re.escape(PREFECT_IMPORT_WARNING))
 
 app = typer.Typer(
     help="Talking-avatar videos with ByteDance OmniHuman 1.5 on the AI/ML API, from Prefect.",

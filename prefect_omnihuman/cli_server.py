@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 #: Seconds the temporary server gets to stop by itself before it is killed.
 STOP_GRACE_SECONDS = 1.0
 
+#: The start of a warning that pydantic 2.12 gives as Prefect 3.4.7 (the oldest supported)
+#: is imported (UnsupportedFieldAttributeWarning): nothing a user can act on, and it would come
+#: before the one line a failed command ends with. The commands and their server ignore it.
+PREFECT_IMPORT_WARNING = "The 'default' attribute with value 'UTC'"
+
 _log = logging.getLogger("prefect_omnihuman.cli")
 _TEMPORARY_SERVER = "the temporary Prefect server"
 # The server needs none of the command's secrets (API keys, cloud credentials), but for
@@ -132,6 +137,9 @@ class TemporaryPrefectServer:
             "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
             **{name: value for name, value in os.environ.items() if not _is_secret(name)},
             **({IDENTITY_VARIABLE: identity} if kept else {}),
+            "PYTHONWARNINGS": ",".join(
+                filter(None, (os.environ.get("PYTHONWARNINGS"), f"ignore:{PREFECT_IMPORT_WARNING}"))
+            ),
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
